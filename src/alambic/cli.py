@@ -1,0 +1,191 @@
+"""The alambic command line: each verb maps to one stage's `run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from alambic import __version__
+from alambic.errors import AlambicError
+from alambic.project import Project, examples, init_project
+from alambic.stage import StageReport
+
+app = typer.Typer(
+    help="Distil a large open teacher into your own small, private, specialised model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+output = Console()
+
+ProjectOption = Annotated[
+    Path, typer.Option("--project", "-p", help="Project folder (holds alambic.toml).", show_default="current folder")
+]
+PresetOption = Annotated[str | None, typer.Option(help="Named preset of settings, e.g. 'quick' (a ~2 minute loop).")]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a user's mistake as one line and exit non-zero, instead of a traceback."""
+    try:
+        yield
+    except AlambicError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to continue where it stopped")
+        raise typer.Exit(130) from None
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _open(project: Path, preset: str | None) -> Project:
+    return Project.open(project, preset)
+
+
+def _stage(project_dir: Path, preset: str | None, stage: Callable[[Project, Console], StageReport]) -> StageReport:
+    with user_errors():
+        _quiet_libraries()
+        project = _open(project_dir, preset)
+        try:
+            report = stage(project, console)
+        finally:
+            project.close()
+    _print_report(report)
+    return report
+
+
+def _print_report(report: StageReport) -> None:
+    from alambic.reporting import stage_line
+
+    console.print(stage_line(report))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    example: Annotated[str | None, typer.Option(help=f"Start from an example: {', '.join(examples())}.")] = None,
+) -> None:
+    """Create a new project folder (alambic.toml and docs/)."""
+    with user_errors():
+        init_project(directory, example)
+    output.print(f"created {directory}; next: alambic run --project {directory}")
+
+
+@app.command()
+def synth(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Have the teacher write grounded question/answer pairs from docs/."""
+    from alambic import synth as stage
+
+    _stage(project, preset, stage.run)
+
+
+@app.command()
+def distill(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Train the student on the teacher's answers (resumes from its last checkpoint)."""
+    from alambic import distill as stage
+
+    _stage(project, preset, stage.run)
+
+
+@app.command("eval")
+def evaluate(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Compare base, student and teacher on the held-out questions; writes report.html."""
+    from alambic import evaluate as stage
+
+    _stage(project, preset, stage.run)
+
+
+@app.command()
+def release(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Export the student as safetensors and GGUF, with a manifest of hashes and lineage."""
+    from alambic import release as stage
+
+    _stage(project, preset, stage.run)
+
+
+@app.command()
+def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Run every stage in order (synth, distill, eval, release), skipping what is already done."""
+    from alambic import distill, evaluate, release, synth
+    from alambic.reporting import summary_table
+
+    started = time.monotonic()
+    reports = [_stage(project, preset, stage.run) for stage in (synth.run, distill.run, evaluate.run, release.run)]
+    output.print(summary_table(reports, time.monotonic() - started))
+    with user_errors():
+        cfg = _open(project, preset).config.serve
+    root = project.resolve()
+    preset_arg = f" --preset {preset}" if preset else ""
+    output.print(f"\nServe it:  alambic serve --project {root}{preset_arg}")
+    output.print(
+        f"Ask it:    curl -s http://{cfg.host}:{cfg.port}/v1/chat/completions -H 'Content-Type: application/json' "
+        """-d '{"messages": [{"role": "user", "content": "When do you roast?"}]}'"""
+    )
+
+
+@app.command()
+def serve(
+    project: ProjectOption = Path("."),
+    preset: PresetOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    quant: Annotated[str | None, typer.Option(help="Which GGUF of the release: f16, q8_0 or q4_k_m.")] = None,
+) -> None:
+    """Serve the released student as an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    from alambic import serve as stage
+
+    with user_errors():
+        _quiet_libraries()
+        project_obj = _open(project, preset)
+        stage.serve(project_obj, console, host=host, port=port, quant=quant)
+
+
+@app.command()
+def status(
+    project: ProjectOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Show stages, item counts, rejections by reason, artifacts and lineage."""
+    from alambic.reporting import status_data, status_tables
+
+    with user_errors():
+        project_obj = _open(project, None)
+        data = status_data(project_obj)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    else:
+        for table in status_tables(data):
+            output.print(table)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        output.print(f"alambic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """alambic: from your documents and a teacher model to your own small model and agent."""

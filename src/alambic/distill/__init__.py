@@ -1,0 +1,145 @@
+"""distill: train a small student on the teacher's answers (sequence-level KD)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from alambic.config import DistillSection
+from alambic.distill.student import build_student
+from alambic.distill.train import Example, Trainer, encode
+from alambic.errors import AlambicError
+from alambic.hashing import dir_bytes, dir_sha256, file_sha256, stable_hash
+from alambic.models.embedded import EMBEDDED_NAME, embedded_hf_dir
+from alambic.project import Project
+from alambic.stage import StageReport
+from alambic.store import Artifact, Item, Ledger
+from alambic.store.datasets import latest_synth_run, split_items
+
+STAGE = "distill"
+
+
+def base_model_dir(settings: DistillSection, project_root: Path) -> Path:
+    if settings.base == "embedded":
+        return embedded_hf_dir()
+    path = Path(settings.base).expanduser()
+    path = path if path.is_absolute() else project_root / path
+    if not (path / "config.json").is_file():
+        raise AlambicError(f"distill.base: {path} is not a transformers model folder (no config.json)")
+    return path
+
+
+def record_dataset(project: Project, items: list[Item], synth_run_id: str) -> Artifact:
+    """The training set as a JSONL artifact, linked to each item it contains."""
+    ledger = project.ledger
+    dataset_id = f"dataset-{stable_hash([item.key for item in items])[:12]}"
+    existing = ledger.artifact(dataset_id)
+    if existing is not None:
+        return existing
+    path = project.artifact_dir(dataset_id) / "train.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(json.dumps({"id": item.key, "messages": item.payload["messages"]}, ensure_ascii=False))
+            handle.write("\n")
+    artifact = Artifact(
+        dataset_id, synth_run_id, "dataset", str(path), file_sha256(path), path.stat().st_size,
+        {"items": len(items), "split": "train"}, time.time(),
+    )
+    ledger.add_artifact(artifact, parents=[item.key for item in items])
+    return artifact
+
+
+def run(project: Project, console: Console) -> StageReport:
+    started = time.monotonic()
+    settings = project.config.distill
+    ledger = project.ledger
+    synth_run = latest_synth_run(ledger)
+    train_items = split_items(ledger, synth_run)["train"]
+    if not train_items:
+        raise AlambicError("distill: the synth run produced no accepted training items; see `alambic status`")
+    dataset = record_dataset(project, train_items, synth_run.id)
+    base_dir = base_model_dir(settings, project.root)
+    base_name = EMBEDDED_NAME if settings.base == "embedded" else str(base_dir)
+    config_hash = stable_hash(settings.fingerprint(), base_name)
+    run_id = f"distill-{stable_hash(config_hash, dataset.id)[:12]}"
+    run = ledger.start_run(run_id, STAGE, config_hash, dataset.id)
+    if run.state == "done":
+        return StageReport(STAGE, run_id, True, run.summary)
+
+    run_dir = project.artifact_dir(run_id)
+    init_dir, student_dir = run_dir / "init", run_dir / "student"
+    init_info = _initial_student(ledger, run_id, base_dir, base_name, init_dir, settings)
+    model, tokenizer = _trainable_student(init_dir, settings)
+    examples = [encode(tokenizer, item.payload["messages"], settings.max_seq_len) for item in train_items]
+    trainer = Trainer(model, examples, tokenizer.pad_token_id, settings, run_dir / "checkpoint")
+    if trainer_resumes := (run_dir / "checkpoint").exists():
+        console.print(f"distill: resuming {run_id} from its last checkpoint")
+    result = trainer.train(console)
+    if result.interrupted:
+        raise AlambicError(f"distill: stopped at step {result.losses[-1][0]}; run again to resume")
+
+    shutil.rmtree(student_dir, ignore_errors=True)
+    model.save_pretrained(student_dir, safe_serialization=True)
+    tokenizer.save_pretrained(student_dir)
+    summary = {
+        **init_info,
+        "adapter": settings.adapter,
+        "examples": len(examples),
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from if trainer_resumes else 0,
+        "losses": result.losses,
+        "train_tokens": result.tokens,
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "bf16": trainer.bf16,
+        "dataset": dataset.id,
+        "init_dir": str(init_dir),
+        "student_dir": str(student_dir),
+    }
+    student = Artifact(
+        f"student-{run_id}", run_id, "student", str(student_dir), dir_sha256(student_dir),
+        dir_bytes(student_dir), {"adapter": settings.adapter}, time.time(),
+    )
+    ledger.add_artifact(student, parents=[dataset.id, f"student-init-{run_id}"])
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    ledger.finish_run(run_id, summary)
+    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+
+
+def _initial_student(
+    ledger: Ledger, run_id: str, base_dir: Path, base_name: str, init_dir: Path, settings: DistillSection
+) -> dict[str, Any]:
+    artifact_id = f"student-init-{run_id}"
+    existing = ledger.artifact(artifact_id)
+    if existing is not None and init_dir.is_dir():
+        return existing.meta
+    shutil.rmtree(init_dir, ignore_errors=True)
+    info = build_student(base_dir, init_dir, settings.prune_layers)
+    info["base"] = base_name
+    ledger.add_artifact(
+        Artifact(artifact_id, run_id, "student-init", str(init_dir), dir_sha256(init_dir), dir_bytes(init_dir),
+                 info, time.time())
+    )
+    return info
+
+
+def _trainable_student(init_dir: Path, settings: DistillSection) -> tuple[Any, Any]:
+    from alambic.models.hf import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(init_dir)
+    if settings.adapter == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return model, load_tokenizer(init_dir)

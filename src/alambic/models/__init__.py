@@ -1,0 +1,47 @@
+"""One interface for teachers and students, with openai, llamacpp and hf backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alambic.config import TeacherSection
+from alambic.errors import AlambicError
+from alambic.models.base import ChatModel, Completion, Message, Sampling
+from alambic.models.embedded import EMBEDDED_NAME, embedded_gguf, embedded_hf_dir
+
+__all__ = ["ChatModel", "Completion", "Message", "Sampling", "open_teacher", "teacher_id"]
+
+
+def teacher_id(section: TeacherSection) -> str:
+    """What identifies the teacher's outputs: a different id means different answers."""
+    if section.model == "embedded":
+        return f"{section.backend}:{EMBEDDED_NAME}"
+    if section.backend == "openai":
+        return f"openai:{section.base_url}:{section.model}"
+    return f"{section.backend}:{section.model}"
+
+
+def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
+    if section.backend == "openai":
+        from alambic.models.openai import OpenAIChat
+
+        model = EMBEDDED_NAME if section.model == "embedded" else section.model
+        assert section.base_url is not None
+        return OpenAIChat(section.base_url, model, section.api_key_env, section.timeout_s, section.concurrency)
+    if section.backend == "llamacpp":
+        from alambic.models.llamacpp import LlamaCppChat
+
+        path = embedded_gguf() if section.model == "embedded" else _local_path(section.model, project_root)
+        return LlamaCppChat(path, section.n_ctx, name=EMBEDDED_NAME if section.model == "embedded" else None)
+    from alambic.models.hf import HFChat
+
+    path = embedded_hf_dir() if section.model == "embedded" else _local_path(section.model, project_root)
+    return HFChat.from_dir(path)
+
+
+def _local_path(value: str, project_root: Path) -> Path:
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else project_root / path
+    if not path.exists():
+        raise AlambicError(f"teacher.model: {path} does not exist")
+    return path

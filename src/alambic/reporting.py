@@ -1,0 +1,112 @@
+"""Terminal rendering of stage reports, the final summary and `alambic status`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from rich.table import Table
+
+from alambic.project import Project
+from alambic.stage import StageReport
+
+
+def stage_line(report: StageReport) -> str:
+    state = "already done, skipped" if report.skipped else f"done in {report.seconds:.0f}s"
+    return f"[bold green]{report.stage}[/] {report.run_id}: {state}"
+
+
+def _stage_facts(report: StageReport) -> str:
+    s = report.summary
+    if report.stage == "synth":
+        rejected = sum(s.get("rejected", {}).values())
+        return f"{s['train_items']} train + {s['heldout_items']} held-out items, {rejected} rejected"
+    if report.stage == "distill":
+        return (
+            f"{len(s['kept_layers'])}/{s['base_layers']} layers, {s['adapter']}, {s['steps']} steps, "
+            f"{s['tokens_per_second']:.0f} tok/s, final loss {s['losses'][-1][1]:.3f}"
+        )
+    if report.stage == "evaluate":
+        return f"{s['questions']} held-out questions, report: {s['report']}"
+    if report.stage == "release":
+        return f"{len(s['files'])} files in {s['dir']}"
+    return ""
+
+
+def summary_table(reports: list[StageReport], seconds: float) -> Table:
+    table = Table(title=f"alambic run ({seconds:.0f}s)", title_justify="left")
+    for column in ("stage", "run", "time", "result"):
+        table.add_column(column)
+    for report in reports:
+        took = "skipped" if report.skipped else f"{report.seconds:.0f}s"
+        table.add_row(report.stage, report.run_id, took, _stage_facts(report))
+    evaluation = next((r for r in reports if r.stage == "evaluate"), None)
+    if evaluation is None:
+        return table
+    grid = Table.grid()
+    grid.add_row(table)
+    grid.add_row(evaluation_table(evaluation.summary))
+    return grid  # type: ignore[return-value]
+
+
+def evaluation_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
+    for column in ("model", "token F1", "cosine", "held-out loss", "answer tok/s", "size"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for row in summary["models"]:
+        loss = "—" if row["heldout_loss"] is None else f"{row['heldout_loss']:.3f}"
+        table.add_row(
+            row["label"],
+            f"{row['f1']:.3f}",
+            f"{row['cosine']:.3f}",
+            loss,
+            f"{row['tokens_per_second']:.0f}",
+            row["size"],
+        )
+    return table
+
+
+def status_data(project: Project) -> dict[str, Any]:
+    ledger = project.ledger
+    counts: dict[str, dict[str, Any]] = defaultdict(lambda: {"ok": 0, "rejected": 0, "failed": 0, "reasons": {}})
+    for stage, kind, status, reason, count in ledger.item_counts():
+        entry = counts[f"{stage}/{kind}"]
+        entry[status] += count
+        if reason:
+            entry["reasons"][reason] = count
+    return {
+        "project": str(project.root),
+        "ledger": str(ledger.path),
+        "schema_version": ledger.schema_version,
+        "runs": [
+            {"id": r.id, "stage": r.stage, "state": r.state, "started_at": r.started_at, "finished_at": r.finished_at}
+            for r in ledger.runs()
+        ],
+        "items": dict(counts),
+        "artifacts": [
+            {"id": a.id, "kind": a.kind, "path": a.path, "bytes": a.bytes, "sha256": a.sha256, "parents": len(ledger.parents(a.id))}
+            for a in ledger.artifacts()
+        ],
+        "lineage_edges": ledger.lineage_count(),
+    }
+
+
+def status_tables(data: dict[str, Any]) -> list[Table]:
+    runs = Table(title=f"runs ({data['ledger']}, schema v{data['schema_version']})", title_justify="left")
+    for column in ("stage", "run", "state"):
+        runs.add_column(column)
+    for run in data["runs"]:
+        runs.add_row(run["stage"], run["id"], run["state"])
+    items = Table(title="items", title_justify="left")
+    for column in ("stage/kind", "ok", "rejected", "failed", "rejections by reason"):
+        items.add_column(column)
+    for name, entry in data["items"].items():
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(entry["reasons"].items()))
+        items.add_row(name, str(entry["ok"]), str(entry["rejected"]), str(entry["failed"]), reasons)
+    artifacts = Table(title=f"artifacts ({data['lineage_edges']} lineage edges)", title_justify="left")
+    for column in ("kind", "id", "size", "inputs", "path"):
+        artifacts.add_column(column)
+    for artifact in data["artifacts"]:
+        size = f"{(artifact['bytes'] or 0) / 1e6:.1f} MB"
+        artifacts.add_row(artifact["kind"], artifact["id"], size, str(artifact["parents"]), artifact["path"])
+    return [runs, items, artifacts]

@@ -1,0 +1,321 @@
+"""The ledger: one SQLite database (WAL) per project holding runs, items, artifacts and lineage.
+
+Every write is its own transaction, so a process killed at any point leaves every item it
+reported as stored on disk, and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alambic.errors import AlambicError
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "initial schema: runs, items, artifacts, lineage",
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            stage TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            inputs_hash TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            summary TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE items (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'rejected', 'failed')),
+            reason TEXT,
+            payload TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX items_by_kind ON items (stage, kind, status);
+        CREATE TABLE artifacts (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT,
+            bytes INTEGER,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE lineage (
+            child TEXT NOT NULL,
+            parent TEXT NOT NULL,
+            PRIMARY KEY (child, parent)
+        );
+        CREATE INDEX lineage_by_parent ON lineage (parent);
+        """,
+    ),
+]
+
+
+@dataclass
+class Run:
+    id: str
+    stage: str
+    config_hash: str
+    inputs_hash: str
+    state: str
+    started_at: float
+    finished_at: float | None
+    summary: dict[str, Any]
+
+
+@dataclass
+class Item:
+    key: str
+    run_id: str
+    stage: str
+    kind: str
+    status: str
+    payload: dict[str, Any]
+    reason: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Artifact:
+    id: str
+    run_id: str
+    kind: str
+    path: str
+    sha256: str | None
+    bytes: int | None
+    meta: dict[str, Any]
+    created_at: float
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            raise AlambicError(f"{path}: not a readable alambic ledger ({exc})") from exc
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            current = self.schema_version
+            if current > len(MIGRATIONS):
+                raise AlambicError(
+                    f"{self.path}: ledger schema v{current} is newer than this alambic (v{len(MIGRATIONS)})"
+                )
+            for version, (description, script) in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, description, time.time())
+                    )
+                    self._db.execute("COMMIT")
+                except Exception:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    # runs -----------------------------------------------------------------
+    def start_run(self, run_id: str, stage: str, config_hash: str, inputs_hash: str) -> Run:
+        """Open (or reopen, after a crash) the run with this id."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (id, stage, config_hash, inputs_hash, state, started_at) "
+                "VALUES (?, ?, ?, ?, 'running', ?) "
+                "ON CONFLICT(id) DO UPDATE SET state = CASE WHEN state = 'done' THEN 'done' ELSE 'running' END",
+                (run_id, stage, config_hash, inputs_hash, time.time()),
+            )
+        run = self.run(run_id)
+        assert run is not None
+        return run
+
+    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET state = 'done', finished_at = ?, summary = ? WHERE id = ?",
+                (time.time(), json.dumps(summary, ensure_ascii=False), run_id),
+            )
+
+    def fail_run(self, run_id: str, reason: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET state = 'failed', finished_at = ?, summary = ? WHERE id = ? AND state != 'done'",
+                (time.time(), json.dumps({"error": reason}, ensure_ascii=False), run_id),
+            )
+
+    def run(self, run_id: str) -> Run | None:
+        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def runs(self, stage: str | None = None) -> list[Run]:
+        query, args = "SELECT * FROM runs", ()
+        if stage:
+            query, args = query + " WHERE stage = ?", (stage,)
+        return [_run(row) for row in self._db.execute(query + " ORDER BY started_at", args)]
+
+    def latest_done(self, stage: str) -> Run | None:
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE stage = ? AND state = 'done' ORDER BY finished_at DESC LIMIT 1", (stage,)
+        ).fetchone()
+        return _run(row) if row else None
+
+    # items ----------------------------------------------------------------
+    def put_item(self, item: Item, parents: Sequence[str] = ()) -> bool:
+        """Store an item unless its key is already there. Returns True if it was new."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        item.key,
+                        item.run_id,
+                        item.stage,
+                        item.kind,
+                        item.status,
+                        item.reason,
+                        json.dumps(item.payload, ensure_ascii=False),
+                        item.created_at,
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(item.key, parent) for parent in parents]
+                )
+                self._db.execute("COMMIT")
+            except Exception:
+                self._db.execute("ROLLBACK")
+                raise
+        return cursor.rowcount == 1
+
+    def item(self, key: str) -> Item | None:
+        row = self._db.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
+        return _item(row) if row else None
+
+    def has_item(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM items WHERE key = ?", (key,)).fetchone() is not None
+
+    def items(self, stage: str | None = None, kind: str | None = None, status: str | None = None) -> Iterator[Item]:
+        clauses, args = [], []
+        for column, value in (("stage", stage), ("kind", kind), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT * FROM items{where} ORDER BY created_at, key", args).fetchall()
+        return (_item(row) for row in rows)
+
+    def item_counts(self) -> list[tuple[str, str, str, str | None, int]]:
+        """(stage, kind, status, reason, count) rows."""
+        return self._db.execute(
+            "SELECT stage, kind, status, reason, COUNT(*) FROM items "
+            "GROUP BY stage, kind, status, reason ORDER BY stage, kind, status, reason"
+        ).fetchall()
+
+    # artifacts and lineage ------------------------------------------------------
+    def add_artifact(self, artifact: Artifact, parents: Sequence[str] = ()) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        artifact.id,
+                        artifact.run_id,
+                        artifact.kind,
+                        artifact.path,
+                        artifact.sha256,
+                        artifact.bytes,
+                        json.dumps(artifact.meta, ensure_ascii=False),
+                        artifact.created_at,
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(artifact.id, parent) for parent in parents]
+                )
+                self._db.execute("COMMIT")
+            except Exception:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def artifact(self, artifact_id: str) -> Artifact | None:
+        row = self._db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        return _artifact(row) if row else None
+
+    def artifacts(self, kind: str | None = None, run_id: str | None = None) -> list[Artifact]:
+        clauses, args = [], []
+        for column, value in (("kind", kind), ("run_id", run_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT * FROM artifacts{where} ORDER BY created_at", args).fetchall()
+        return [_artifact(row) for row in rows]
+
+    def parents(self, child: str) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT parent FROM lineage WHERE child = ?", (child,))]
+
+    def ancestors(self, child: str) -> set[str]:
+        rows = self._db.execute(
+            "WITH RECURSIVE up(node) AS (SELECT parent FROM lineage WHERE child = ? "
+            "UNION SELECT lineage.parent FROM lineage JOIN up ON lineage.child = up.node) SELECT node FROM up",
+            (child,),
+        )
+        return {row[0] for row in rows}
+
+    def lineage_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM lineage").fetchone()[0])
+
+    def integrity_ok(self) -> bool:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _run(row: tuple) -> Run:
+    return Run(*row[:7], summary=json.loads(row[7]))
+
+
+def _item(row: tuple) -> Item:
+    key, run_id, stage, kind, status, reason, payload, created_at = row
+    return Item(key, run_id, stage, kind, status, json.loads(payload), reason, created_at)
+
+
+def _artifact(row: tuple) -> Artifact:
+    return Artifact(*row[:6], meta=json.loads(row[6]), created_at=row[7])

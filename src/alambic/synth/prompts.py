@@ -1,0 +1,32 @@
+"""Prompts are Jinja files in the package; a project overrides any of them in its prompts/ folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from alambic.hashing import stable_hash
+
+
+class Prompts:
+    def __init__(self, project_root: Path) -> None:
+        self._env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(
+                [
+                    jinja2.FileSystemLoader(project_root / "prompts"),
+                    jinja2.PackageLoader("alambic.synth", "prompts"),
+                ]
+            ),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+
+    def render(self, name: str, **values: object) -> str:
+        return self._env.get_template(f"{name}.j2").render(**values).strip()
+
+    def version(self, *names: str) -> str:
+        """Changes whenever the text of any of these templates changes (so their outputs are redone)."""
+        sources = [self._env.loader.get_source(self._env, f"{n}.j2")[0] for n in names]  # type: ignore[union-attr]
+        return stable_hash(sources)[:12]
