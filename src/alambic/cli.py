@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from alambic import __version__
 from alambic.errors import AlambicError
@@ -40,7 +41,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except AlambicError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("interrupted; run the same command again to continue where it stopped")
@@ -128,7 +129,7 @@ def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None
     from alambic.reporting import summary_table
 
     started = time.monotonic()
-    reports = [_stage(project, preset, stage.run) for stage in (synth.run, distill.run, evaluate.run, release.run)]
+    reports = [_stage(project, preset, stage.run) for stage in (synth, distill, evaluate, release)]
     output.print(summary_table(reports, time.monotonic() - started))
     with user_errors():
         cfg = _open(project, preset).config.serve

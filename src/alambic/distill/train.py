@@ -160,7 +160,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(output.loss), int(batch["attention_mask"].sum())
+        return float(output.loss.detach()), int(batch["attention_mask"].sum())
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self._stop_requested = True

@@ -155,6 +155,7 @@ class _Synthesiser:
                     {"role": "assistant", "content": answer},
                 ],
                 "teacher": self.teacher_key,
+                "teacher_messages": messages,
                 "usage": [completion.prompt_tokens, completion.completion_tokens],
             }
             item = Item(key, self.run_id, STAGE, "qa", "ok" if reason is None else "rejected", payload, reason)

@@ -1,0 +1,3 @@
+from alambic.cli import app
+
+app(prog_name="alambic")

@@ -1,0 +1,186 @@
+"""evaluate: base, student and teacher answer the same held-out questions, side by side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from alambic.errors import AlambicError
+from alambic.evaluate.metrics import Embedder, token_f1
+from alambic.evaluate.report import write_report
+from alambic.hashing import stable_hash
+from alambic.models import ChatModel, Message, Sampling, open_teacher, teacher_id
+from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
+from alambic.project import Project
+from alambic.stage import StageReport, progress_bar
+from alambic.store import Artifact, Item, Ledger
+from alambic.store.datasets import latest_synth_run, split_items
+
+STAGE = "evaluate"
+HF_BATCH = 8
+
+
+@dataclass
+class Contestant:
+    role: str
+    label: str
+    with_chunk: bool
+    model_dir: Path | None  # a local transformers model, whose held-out loss we can measure
+
+
+def run(project: Project, console: Console) -> StageReport:
+    started = time.monotonic()
+    config, ledger = project.config, project.ledger
+    distill_run = ledger.latest_done("distill")
+    if distill_run is None:
+        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    heldout = split_items(ledger, latest_synth_run(ledger))["heldout"][: config.evaluate.max_questions]
+    if not heldout:
+        raise AlambicError("evaluate: no held-out items; raise synth.heldout_fraction or add documents")
+    config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
+    inputs_hash = stable_hash(distill_run.id, [item.key for item in heldout])
+    run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
+    run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
+    if run.state == "done":
+        return StageReport(STAGE, run_id, True, run.summary)
+
+    init_dir, student_dir = Path(distill_run.summary["init_dir"]), Path(distill_run.summary["student_dir"])
+    teacher_dir = embedded_hf_dir() if config.teacher.model == "embedded" else None
+    contestants = [
+        Contestant("base", "base (pruned, untrained)", False, init_dir),
+        Contestant("student", "student (distilled)", False, student_dir),
+        Contestant("teacher", "teacher, no chunk", False, teacher_dir),
+        Contestant("teacher+chunk", "teacher, with chunk", True, None),
+    ]
+    sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
+    answers: dict[str, list[Item]] = {}
+    sizes: dict[str, str] = {}
+    with progress_bar(console) as progress:
+        task = progress.add_task("evaluate: answering", total=len(heldout) * len(contestants))
+        advance = lambda n: progress.advance(task, n)  # noqa: E731
+        for contestant in contestants[:2]:
+            from alambic.models.hf import HFChat
+
+            assert contestant.model_dir is not None
+            model = HFChat.from_dir(contestant.model_dir, contestant.role)
+            sizes[contestant.role] = _hf_size(model.model)
+            answers[contestant.role] = _answer_all(ledger, run_id, contestant, model, heldout, sampling, advance)
+        teacher = open_teacher(config.teacher, project.root)
+        try:
+            for contestant in contestants[2:]:
+                answers[contestant.role] = _answer_all(ledger, run_id, contestant, teacher, heldout, sampling, advance)
+        finally:
+            teacher.close()
+
+    embedder = Embedder(minilm_dir())
+    references = [item.payload["answer"] for item in heldout]
+    rows = []
+    for contestant in contestants:
+        texts = [a.payload["text"] for a in answers[contestant.role]]
+        tokens = sum(a.payload["completion_tokens"] for a in answers[contestant.role])
+        seconds = sum(a.payload["seconds"] for a in answers[contestant.role])
+        cosines = embedder.cosine(texts, references)
+        rows.append(
+            {
+                "role": contestant.role,
+                "label": contestant.label,
+                "f1": sum(map(token_f1, texts, references)) / len(texts),
+                "cosine": sum(cosines) / len(cosines),
+                "heldout_loss": _heldout_loss(contestant.model_dir, heldout) if contestant.model_dir else None,
+                "tokens_per_second": tokens / seconds if seconds else 0.0,
+                "size": sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
+            }
+        )
+    examples = [
+        {"question": item.payload["question"], "reference": item.payload["answer"],
+         "answers": {c.label: answers[c.role][i].payload["text"] for c in contestants}}
+        for i, item in enumerate(heldout)
+    ]
+    report_path = project.root / "report.html"
+    summary = {"questions": len(heldout), "models": rows, "report": str(report_path), "distill_run": distill_run.id}
+    write_report(report_path, project.config.project.name, summary, distill_run.summary, examples)
+    ledger.add_artifact(
+        Artifact(f"report-{run_id}", run_id, "report", str(report_path), None, report_path.stat().st_size,
+                 {"questions": len(heldout)}, time.time()),
+        parents=[f"student-{distill_run.id}", *(item.key for item in heldout)],
+    )
+    ledger.finish_run(run_id, summary)
+    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+
+
+def _answer_all(
+    ledger: Ledger,
+    run_id: str,
+    contestant: Contestant,
+    model: ChatModel,
+    heldout: list[Item],
+    sampling: Sampling,
+    advance: Callable[[int], None],
+) -> list[Item]:
+    """Every held-out question answered by this model; answers already in the ledger are reused."""
+    keys = [stable_hash(run_id, contestant.role, item.key) for item in heldout]
+    todo = [(key, item) for key, item in zip(keys, heldout, strict=True) if not ledger.has_item(key)]
+    advance(len(heldout) - len(todo))
+
+    def prompt(item: Item) -> list[Message]:
+        if contestant.with_chunk:
+            return item.payload["teacher_messages"]
+        return item.payload["messages"][:-1]
+
+    def store(key: str, item: Item, text: str, tokens: int, seconds: float) -> None:
+        payload = {"role": contestant.role, "question": item.key, "text": text,
+                   "completion_tokens": tokens, "seconds": seconds}
+        ledger.put_item(Item(key, run_id, STAGE, "answer", "ok", payload), parents=[item.key])
+        advance(1)
+
+    chat_batch = getattr(model, "chat_batch", None)
+    if chat_batch is not None:
+        for start in range(0, len(todo), HF_BATCH):
+            batch = todo[start : start + HF_BATCH]
+            began = time.monotonic()
+            completions = chat_batch([prompt(item) for _, item in batch], sampling)
+            elapsed = time.monotonic() - began
+            total = sum(c.completion_tokens for c in completions) or 1
+            for (key, item), completion in zip(batch, completions, strict=True):
+                share = elapsed * completion.completion_tokens / total
+                store(key, item, completion.text, completion.completion_tokens, share)
+    else:
+
+        def answer(pair: tuple[str, Item]) -> None:
+            key, item = pair
+            began = time.monotonic()
+            completion = model.chat(prompt(item), sampling)
+            store(key, item, completion.text.strip(), completion.completion_tokens, time.monotonic() - began)
+
+        with ThreadPoolExecutor(max(1, model.parallel)) as pool:
+            list(pool.map(answer, todo))
+    return [item for key in keys if (item := ledger.item(key)) is not None]
+
+
+def _heldout_loss(model_dir: Path, heldout: list[Item]) -> float:
+    from alambic.distill.train import encode, mean_loss
+    from alambic.models.hf import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir)
+    examples = [encode(tokenizer, item.payload["messages"], 1024) for item in heldout]
+    return mean_loss(model, examples, tokenizer.pad_token_id)
+
+
+def _teacher_size(backend: str, model: str) -> str:
+    if backend == "llamacpp" and model == "embedded":
+        return f"135M params, {embedded_gguf().stat().st_size / 1e6:.0f} MB GGUF"
+    path = Path(model)
+    return f"{path.stat().st_size / 1e6:.0f} MB" if path.is_file() else "remote"
+
+
+def _hf_size(model: Any) -> str:
+    params = sum(p.numel() for p in model.parameters())
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return f"{params / 1e6:.0f}M params, {size / 1e6:.0f} MB"

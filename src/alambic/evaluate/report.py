@@ -1,0 +1,49 @@
+"""report.html: the evaluation table, the training loss curve and example answers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+
+def loss_plot_png(losses: list[tuple[int, float]]) -> str:
+    """The training loss as a base64 PNG, so that the report is one self-contained file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3), dpi=110)
+    steps, values = zip(*losses, strict=True) if losses else ((), ())
+    axes.plot(steps, values, color="#8a3b12", linewidth=1.5)
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_report(
+    path: Path, project_name: str, summary: dict[str, Any], training: dict[str, Any], examples: list[dict[str, Any]]
+) -> None:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("alambic.evaluate", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    html = environment.get_template("report.html.j2").render(
+        project=project_name,
+        summary=summary,
+        training=training,
+        examples=examples,
+        loss_png=loss_plot_png([tuple(x) for x in training["losses"]]),  # type: ignore[misc]
+    )
+    partial = path.with_suffix(".html.partial")
+    partial.write_text(html, encoding="utf-8")
+    os.replace(partial, path)

@@ -1,0 +1,108 @@
+"""release: the student as safetensors (LoRA merged) and GGUF, with a manifest of hashes and lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from alambic.errors import AlambicError
+from alambic.hashing import file_sha256, stable_hash
+from alambic.project import Project
+from alambic.release.gguf import convert_to_gguf, quantize
+from alambic.stage import StageReport
+from alambic.store import Artifact, Ledger
+
+STAGE = "release"
+
+
+def run(project: Project, console: Console) -> StageReport:
+    started = time.monotonic()
+    ledger, settings = project.ledger, project.config.release
+    distill_run = ledger.latest_done("distill")
+    if distill_run is None:
+        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    student = ledger.artifact(f"student-{distill_run.id}")
+    if student is None or not Path(student.path).is_dir():
+        raise AlambicError(f"the student of {distill_run.id} is missing from .alambic/artifacts; run distill again")
+    config_hash = settings.fingerprint()
+    run_id = f"release-{stable_hash(config_hash, student.sha256)[:12]}"
+    run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
+    if run.state == "done":
+        return StageReport(STAGE, run_id, True, run.summary)
+
+    out_dir = project.state_dir / "releases" / run_id
+    shutil.rmtree(out_dir, ignore_errors=True)
+    hf_dir, gguf_dir = out_dir / "hf", out_dir / "gguf"
+    name = f"{project.config.project.name}-student"
+    with console.status("release: merging and saving safetensors"):
+        _save_merged(Path(student.path), hf_dir)
+    files = {f"{name}-{quant}.gguf": quant for quant in settings.gguf}
+    gguf_dir.mkdir(parents=True)
+    f16 = gguf_dir / f"{name}-f16.gguf"
+    with console.status("release: converting to GGUF f16"):
+        convert_to_gguf(hf_dir, f16, "f16")
+    for filename, quant in files.items():
+        if quant != "f16":
+            with console.status(f"release: quantising to {quant}"):
+                quantize(f16, gguf_dir / filename, quant)
+    if "f16" not in settings.gguf:
+        f16.unlink()
+    manifest = _manifest(ledger, run_id, name, out_dir, distill_run.id, student)
+    summary = {"dir": str(out_dir), "files": manifest["files"], "gguf": {q: str(gguf_dir / f) for f, q in files.items()}}
+    ledger.add_artifact(
+        Artifact(f"release-{run_id}", run_id, "release", str(out_dir), file_sha256(out_dir / "manifest.json"),
+                 sum(f["bytes"] for f in manifest["files"]), {"name": name}, time.time()),
+        parents=[student.id],
+    )
+    ledger.finish_run(run_id, summary)
+    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+
+
+def _save_merged(student_dir: Path, hf_dir: Path) -> None:
+    from alambic.models.hf import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(student_dir)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(hf_dir, safe_serialization=True)
+    load_tokenizer(student_dir).save_pretrained(hf_dir)
+
+
+def _manifest(
+    ledger: Ledger, run_id: str, name: str, out_dir: Path, distill_run_id: str, student: Artifact
+) -> dict[str, Any]:
+    files = [
+        {"path": path.relative_to(out_dir).as_posix(), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(out_dir.rglob("*"))
+        if path.is_file()
+    ]
+    ancestors = ledger.ancestors(student.id)
+    documents = sorted(key for key in ancestors if (item := ledger.item(key)) and item.kind == "document")
+    evaluation = ledger.latest_done("evaluate")
+    manifest = {
+        "name": name,
+        "release": run_id,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+        "lineage": {
+            "student": student.id,
+            "distill_run": distill_run_id,
+            "dataset": next((p for p in ledger.parents(student.id) if p.startswith("dataset-")), None),
+            "documents": documents,
+        },
+        "evaluation": (
+            evaluation.summary["models"]
+            if evaluation and evaluation.summary.get("distill_run") == distill_run_id
+            else None
+        ),
+    }
+    partial = out_dir / "manifest.json.partial"
+    partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, out_dir / "manifest.json")
+    return manifest

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "src" / "alambic" / "examples" / "support-desk"
+ALAMBIC = [sys.executable, "-m", "alambic"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (4 layers, hidden 64) with the real SmolLM2 tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alambic.models.embedded import embedded_hf_dir
+    from alambic.models.hf import load_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(embedded_hf_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        # Large initial weights make the logits peaked, so greedy decoding is robust to f16 rounding.
+        initializer_range=0.2,
+    )
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_project(root: Path, toml: str, docs: Path | None = EXAMPLE / "docs") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    if docs is not None:
+        shutil.copytree(docs, root / "docs")
+    (root / "alambic.toml").write_text(toml, encoding="utf-8")
+    return root
+
+
+def small_config(tiny_model_dir: Path, **sections: str) -> str:
+    """A fast configuration: the embedded teacher, a few chunks, the tiny student."""
+    defaults = {
+        "project": 'name = "test-shop"\nbusiness = "Qahwa Lane Roasters, a coffee roastery"',
+        "teacher": 'backend = "llamacpp"\nmodel = "embedded"',
+        "synth": "max_chunks = 6\nquestions_per_chunk = 2\nmax_answer_tokens = 64\nheldout_fraction = 0.34",
+        "distill": f'base = "{tiny_model_dir}"\nprune_layers = 2\nepochs = 2\nbatch_size = 4\ncheckpoint_every = 1',
+        "evaluate": "max_questions = 3\nmax_new_tokens = 16",
+        "release": 'gguf = ["f16"]',
+        "serve": 'quant = "f16"',
+    }
+    defaults.update(sections)
+    return "\n".join(f"[{name}]\n{body}\n" for name, body in defaults.items())
+
+
+@pytest.fixture
+def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    return write_project(tmp_path / "shop", small_config(tiny_model_dir))
+
+
+def run_cli(*args: str | Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*ALAMBIC, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"alambic {args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def finished_project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A small project taken through the whole loop once, shared by the tests that inspect its outputs."""
+    root = write_project(tmp_path_factory.mktemp("finished") / "shop", small_config(tiny_model_dir))
+    run_cli("run", "--project", root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[str]:
+    """llama-cpp-python's OpenAI server on the embedded GGUF, on loopback."""
+    from alambic.models.embedded import embedded_gguf
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--model_alias", "SmolLM2-135M-Instruct"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,64 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from alambic.errors import AlambicError
+from alambic.store import Artifact, Item, Ledger
+from alambic.store.ledger import MIGRATIONS
+
+
+def test_new_ledger_is_wal_and_at_latest_schema(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert ledger.schema_version == len(MIGRATIONS)
+    mode = sqlite3.connect(tmp_path / "ledger.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_items_are_idempotent_by_key(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        first = Item("k1", "run", "synth", "qa", "ok", {"text": "مرحبا بكم"})
+        assert ledger.put_item(first) is True
+        assert ledger.put_item(Item("k1", "run", "synth", "qa", "ok", {"text": "changed"})) is False
+        stored = ledger.item("k1")
+        assert stored is not None and stored.payload == {"text": "مرحبا بكم"}
+        assert [item.key for item in ledger.items("synth", "qa")] == ["k1"]
+
+
+def test_lineage_reaches_every_ancestor(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.put_item(Item("doc", "-", "synth", "document", "ok", {}))
+        ledger.put_item(Item("chunk", "-", "synth", "chunk", "ok", {}), parents=["doc"])
+        ledger.put_item(Item("qa", "r", "synth", "qa", "ok", {}), parents=["chunk"])
+        ledger.add_artifact(Artifact("dataset", "r", "dataset", "/x", None, 0, {}, 0.0), parents=["qa"])
+        assert ledger.ancestors("dataset") == {"qa", "chunk", "doc"}
+        assert ledger.parents("dataset") == ["qa"]
+
+
+def test_runs_reopen_after_a_crash_and_stay_done_once_done(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        assert ledger.start_run("r1", "synth", "c", "i").state == "running"
+    with Ledger(path) as ledger:
+        assert ledger.start_run("r1", "synth", "c", "i").state == "running"
+        ledger.finish_run("r1", {"n": 1})
+        assert ledger.start_run("r1", "synth", "c", "i").state == "done"
+        assert ledger.latest_done("synth").summary == {"n": 1}
+
+
+def test_a_ledger_from_a_newer_alambic_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(AlambicError, match="newer than this alambic"):
+        Ledger(path)
+
+
+def test_a_file_that_is_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(AlambicError, match="ledger.sqlite"):
+        Ledger(path)

@@ -1,0 +1,57 @@
+"""synth on the real embedded teacher: in-process through llama.cpp, and over HTTP to llama.cpp's server."""
+
+from pathlib import Path
+
+import pytest
+
+from alambic.store import Ledger
+from alambic.store.datasets import latest_synth_run, split_items
+
+from ..conftest import run_cli, small_config, write_project
+
+pytestmark = pytest.mark.integration
+GREEDY = "max_chunks = 4\nquestions_per_chunk = 2\nmax_answer_tokens = 64\ntemperature = 0.0\nheldout_fraction = 0.25"
+
+
+def qa_rows(project: Path) -> list[tuple]:
+    with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
+        return sorted(
+            (i.payload["question"], i.payload["answer"], i.status, i.reason) for i in ledger.items("synth", "qa")
+        )
+
+
+def test_synth_records_items_splits_by_chunk_and_skips_when_done(small_project: Path) -> None:
+    run_cli("synth", "--project", small_project)
+    ledger = Ledger(small_project / ".alambic" / "ledger.sqlite")
+    run = latest_synth_run(ledger)
+    splits = split_items(ledger, run)
+    assert splits["train"] and splits["heldout"]
+    train_chunks = {i.payload["chunk"] for i in splits["train"]}
+    heldout_chunks = {i.payload["chunk"] for i in splits["heldout"]}
+    assert not train_chunks & heldout_chunks
+    assert run.summary["train_items"] == len(splits["train"])
+    for item in ledger.items("synth", "qa", "rejected"):
+        assert item.reason in run.summary["rejected"]
+    arabic = [i for i in ledger.items("synth", "chunk") if i.payload["doc"] == "arabic-customers.md"]
+    source = (small_project / "docs" / "arabic-customers.md").read_text(encoding="utf-8")
+    assert arabic and all(i.payload["text"].split("\n\n", 1)[1] in source for i in arabic)
+    before = sorted(i.key for i in ledger.items())
+    ledger.close()
+
+    again = run_cli("synth", "--project", small_project)
+    assert "already done" in again.stderr
+    with Ledger(small_project / ".alambic" / "ledger.sqlite") as ledger:
+        assert sorted(i.key for i in ledger.items()) == before
+
+
+def test_openai_backend_against_a_real_server_matches_in_process(
+    tmp_path: Path, tiny_model_dir: Path, llama_server: str
+) -> None:
+    local = write_project(tmp_path / "local", small_config(tiny_model_dir, synth=GREEDY))
+    teacher = f'backend = "openai"\nbase_url = "{llama_server}"\nmodel = "SmolLM2-135M-Instruct"\nconcurrency = 2'
+    remote = write_project(tmp_path / "remote", small_config(tiny_model_dir, synth=GREEDY, teacher=teacher))
+    run_cli("synth", "--project", local)
+    run_cli("synth", "--project", remote)
+    local_rows, remote_rows = qa_rows(local), qa_rows(remote)
+    assert len(local_rows) >= 4
+    assert remote_rows == local_rows

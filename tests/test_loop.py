@@ -1,0 +1,123 @@
+"""The whole loop on a small project: honest split, report, release files, GGUF and serving."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alambic.hashing import file_sha256
+from alambic.store import Ledger
+from alambic.store.datasets import latest_synth_run, split_items
+
+from .conftest import free_port, run_cli, wait_for_http
+
+pytestmark = pytest.mark.integration
+
+
+def test_no_heldout_chunk_reaches_training(finished_project: Path) -> None:
+    with Ledger(finished_project / ".alambic" / "ledger.sqlite") as ledger:
+        synth_run = latest_synth_run(ledger)
+        heldout = split_items(ledger, synth_run)["heldout"]
+        heldout_chunks = {item.payload["chunk"] for item in heldout}
+        assert heldout_chunks
+        dataset = next(a for a in ledger.artifacts("dataset"))
+        trained_keys = set(ledger.parents(dataset.id))
+        lines = Path(dataset.path).read_text(encoding="utf-8").splitlines()
+        assert {json.loads(line)["id"] for line in lines} == trained_keys
+        for key in trained_keys:
+            item = ledger.item(key)
+            assert item is not None and item.status == "ok"
+            assert item.payload["chunk"] not in heldout_chunks
+            assert synth_run.summary["splits"][item.payload["chunk"]] == "train"
+        heldout_questions = {item.payload["question"] for item in heldout}
+        trained_text = "\n".join(lines)
+        assert not any(json.dumps(q, ensure_ascii=False) in trained_text for q in heldout_questions)
+
+
+def test_report_and_status(finished_project: Path) -> None:
+    report = (finished_project / "report.html").read_text(encoding="utf-8")
+    for label in ("base (pruned, untrained)", "student (distilled)", "teacher, no chunk", "teacher, with chunk"):
+        assert label in report
+    assert 'dir="auto"' in report and "data:image/png;base64," in report
+    status = json.loads(run_cli("status", "--json", "--project", finished_project).stdout)
+    assert [run["state"] for run in status["runs"]] == ["done"] * 4
+    assert status["items"]["synth/qa"]["ok"] > 0
+    kinds = {artifact["kind"] for artifact in status["artifacts"]}
+    assert {"dataset", "student-init", "student", "report", "release"} <= kinds
+    assert status["lineage_edges"] > status["items"]["synth/qa"]["ok"]
+
+
+def test_release_manifest_hashes_and_lineage(finished_project: Path) -> None:
+    with Ledger(finished_project / ".alambic" / "ledger.sqlite") as ledger:
+        release = ledger.latest_done("release")
+        out = Path(release.summary["dir"])
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        for entry in manifest["files"]:
+            assert file_sha256(out / entry["path"]) == entry["sha256"]
+        names = {entry["path"] for entry in manifest["files"]}
+        assert {"hf/model.safetensors", "hf/tokenizer.json", "hf/chat_template.jinja"} <= names
+        assert any(name.endswith("-f16.gguf") for name in names)
+        documents = {ledger.item(key).payload["path"] for key in manifest["lineage"]["documents"]}
+        assert documents and documents <= {p.name for p in (finished_project / "docs").iterdir()}
+        assert manifest["lineage"]["dataset"].startswith("dataset-")
+
+
+def test_gguf_answers_like_the_transformers_student(finished_project: Path) -> None:
+    from alambic.models.base import Sampling
+    from alambic.models.hf import HFChat
+    from alambic.models.llamacpp import LlamaCppChat
+
+    with Ledger(finished_project / ".alambic" / "ledger.sqlite") as ledger:
+        release = ledger.latest_done("release")
+        question = split_items(ledger, latest_synth_run(ledger))["heldout"][0].payload["messages"][:-1]
+    greedy = Sampling(temperature=0.0, max_tokens=12)
+    gguf = LlamaCppChat(Path(release.summary["gguf"]["f16"]))
+    hf = HFChat.from_dir(Path(release.summary["dir"]) / "hf")
+    from_gguf, from_hf = gguf.chat(question, greedy), hf.chat(question, greedy)
+    assert from_gguf.completion_tokens > 0
+    assert from_gguf.text.strip() == from_hf.text.strip()
+
+
+def test_gguf_tokenizer_round_trips_arabic(finished_project: Path) -> None:
+    from alambic.models.hf import load_tokenizer
+    from alambic.models.llamacpp import load_llama
+
+    with Ledger(finished_project / ".alambic" / "ledger.sqlite") as ledger:
+        release = ledger.latest_done("release")
+    llama = load_llama(Path(release.summary["gguf"]["f16"]))
+    tokenizer = load_tokenizer(Path(release.summary["dir"]) / "hf")
+    text = (finished_project / "docs" / "arabic-customers.md").read_text(encoding="utf-8")
+    ids = llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert llama.detokenize(ids).decode("utf-8") == text
+
+
+def test_serve_answers_openai_requests(finished_project: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alambic", "serve", "--project", str(finished_project), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for_http(f"{base}/models", process)
+        models = httpx.get(f"{base}/models").json()
+        assert models["data"][0]["id"] == "test-shop-student"
+        body = {"messages": [{"role": "user", "content": "هل تشحنون إلى مصر؟"}], "max_tokens": 8, "temperature": 0}
+        reply = httpx.post(f"{base}/chat/completions", json=body, timeout=60).json()
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+        assert reply["usage"]["completion_tokens"] > 0
+        chunks = []
+        with httpx.stream("POST", f"{base}/chat/completions", json={**body, "stream": True}, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunks.append(json.loads(line[6:]))
+        streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert len(chunks) > 1 and streamed == reply["choices"][0]["message"]["content"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
