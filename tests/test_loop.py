@@ -39,7 +39,7 @@ def test_no_heldout_chunk_reaches_training(finished_project: Path) -> None:
 
 def test_report_and_status(finished_project: Path) -> None:
     report = (finished_project / "report.html").read_text(encoding="utf-8")
-    for label in ("base (pruned, untrained)", "student (distilled)", "teacher, no chunk", "teacher, with chunk"):
+    for label in ("base (untrained)", "student", "teacher", "teacher + chunk"):
         assert label in report
     assert 'dir="auto"' in report and "data:image/png;base64," in report
     status = json.loads(run_cli("status", "--json", "--project", finished_project).stdout)
@@ -107,7 +107,11 @@ def test_serve_answers_openai_requests(finished_project: Path) -> None:
         wait_for_http(f"{base}/models", process)
         models = httpx.get(f"{base}/models").json()
         assert models["data"][0]["id"] == "test-shop-student"
-        body = {"messages": [{"role": "user", "content": "هل تشحنون إلى مصر؟"}], "max_tokens": 8, "temperature": 0}
+        body = {
+            "messages": [{"role": "user", "content": "هل تشحنون إلى مصر؟"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }
         reply = httpx.post(f"{base}/chat/completions", json=body, timeout=60).json()
         assert reply["choices"][0]["message"]["role"] == "assistant"
         assert reply["usage"]["completion_tokens"] > 0

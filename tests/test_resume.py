@@ -4,7 +4,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -95,7 +94,10 @@ def test_distill_killed_midway_resumes_from_its_checkpoint(tmp_path: Path, tiny_
     done = run_cli("distill", "--project", killed)
     assert "resuming" in done.stderr
 
-    with Ledger(straight / ".alambic" / "ledger.sqlite") as a, Ledger(killed / ".alambic" / "ledger.sqlite") as b:
+    with (
+        Ledger(straight / ".alambic" / "ledger.sqlite") as a,
+        Ledger(killed / ".alambic" / "ledger.sqlite") as b,
+    ):
         expected, resumed = a.latest_done("distill").summary, b.latest_done("distill").summary
     assert resumed["resumed_from_step"] >= 3
     assert [step for step, _ in resumed["losses"]] == list(range(1, expected["steps"] + 1))

@@ -27,10 +27,12 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-output = Console()
+# Rich falls back to 80 columns when piped (e.g. `make demo | tee`); the summary table needs more.
+output = Console(width=None if Console().is_terminal else 120)
 
 ProjectOption = Annotated[
-    Path, typer.Option("--project", "-p", help="Project folder (holds alambic.toml).", show_default="current folder")
+    Path,
+    typer.Option("--project", "-p", help="Project folder (holds alambic.toml).", show_default="current folder"),
 ]
 PresetOption = Annotated[str | None, typer.Option(help="Named preset of settings, e.g. 'quick' (a ~2 minute loop).")]
 
@@ -135,10 +137,11 @@ def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None
         cfg = _open(project, preset).config.serve
     root = project.resolve()
     preset_arg = f" --preset {preset}" if preset else ""
-    output.print(f"\nServe it:  alambic serve --project {root}{preset_arg}")
+    output.print(f"\nServe it:  alambic serve --project {root}{preset_arg}", soft_wrap=True)
     output.print(
         f"Ask it:    curl -s http://{cfg.host}:{cfg.port}/v1/chat/completions -H 'Content-Type: application/json' "
-        """-d '{"messages": [{"role": "user", "content": "When do you roast?"}]}'"""
+        """-d '{"messages": [{"role": "user", "content": "When do you roast?"}]}'""",
+        soft_wrap=True,
     )
 
 

@@ -50,7 +50,8 @@ class TeacherSection(Section):
 
 class SynthSection(Section):
     chunk_chars: int = Field(900, ge=200, le=20000)
-    questions_per_chunk: int = Field(4, ge=1, le=50)
+    questions_per_chunk: int = Field(5, ge=1, le=50)
+    question_attempts: int = Field(3, ge=1, le=10, description="Ask again (new seed) while too few questions.")
     max_chunks: int | None = Field(None, ge=1)
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
@@ -65,7 +66,7 @@ class DistillSection(Section):
     adapter: Literal["full", "lora"] = "full"
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(6.0, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     max_seq_len: int = Field(384, ge=32)

@@ -96,7 +96,7 @@ def init_project(target: Path, example: str | None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         (target / "docs").mkdir()
         (target / CONFIG_FILE).write_text(
-            '[project]\nname = "{0}"\nbusiness = "{0}"\n'.format(target.name), encoding="utf-8"
+            f'[project]\nname = "{target.name}"\nbusiness = "{target.name}"\n', encoding="utf-8"
         )
         return target
     if example not in examples():

@@ -79,12 +79,25 @@ def status_data(project: Project) -> dict[str, Any]:
         "ledger": str(ledger.path),
         "schema_version": ledger.schema_version,
         "runs": [
-            {"id": r.id, "stage": r.stage, "state": r.state, "started_at": r.started_at, "finished_at": r.finished_at}
+            {
+                "id": r.id,
+                "stage": r.stage,
+                "state": r.state,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            }
             for r in ledger.runs()
         ],
         "items": dict(counts),
         "artifacts": [
-            {"id": a.id, "kind": a.kind, "path": a.path, "bytes": a.bytes, "sha256": a.sha256, "parents": len(ledger.parents(a.id))}
+            {
+                "id": a.id,
+                "kind": a.kind,
+                "path": a.path,
+                "bytes": a.bytes,
+                "sha256": a.sha256,
+                "parents": len(ledger.parents(a.id)),
+            }
             for a in ledger.artifacts()
         ],
         "lineage_edges": ledger.lineage_count(),

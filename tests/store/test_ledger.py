@@ -60,5 +60,5 @@ def test_a_ledger_from_a_newer_alambic_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(AlambicError, match="ledger.sqlite"):
+    with pytest.raises(AlambicError, match=r"ledger\.sqlite"):
         Ledger(path)

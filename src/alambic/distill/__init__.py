@@ -12,7 +12,7 @@ from rich.console import Console
 
 from alambic.config import DistillSection
 from alambic.distill.student import build_student
-from alambic.distill.train import Example, Trainer, encode
+from alambic.distill.train import Trainer, encode
 from alambic.errors import AlambicError
 from alambic.hashing import dir_bytes, dir_sha256, file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_NAME, embedded_hf_dir
@@ -47,8 +47,14 @@ def record_dataset(project: Project, items: list[Item], synth_run_id: str) -> Ar
             handle.write(json.dumps({"id": item.key, "messages": item.payload["messages"]}, ensure_ascii=False))
             handle.write("\n")
     artifact = Artifact(
-        dataset_id, synth_run_id, "dataset", str(path), file_sha256(path), path.stat().st_size,
-        {"items": len(items), "split": "train"}, time.time(),
+        dataset_id,
+        synth_run_id,
+        "dataset",
+        str(path),
+        file_sha256(path),
+        path.stat().st_size,
+        {"items": len(items), "split": "train"},
+        time.time(),
     )
     ledger.add_artifact(artifact, parents=[item.key for item in items])
     return artifact
@@ -101,8 +107,14 @@ def run(project: Project, console: Console) -> StageReport:
         "student_dir": str(student_dir),
     }
     student = Artifact(
-        f"student-{run_id}", run_id, "student", str(student_dir), dir_sha256(student_dir),
-        dir_bytes(student_dir), {"adapter": settings.adapter}, time.time(),
+        f"student-{run_id}",
+        run_id,
+        "student",
+        str(student_dir),
+        dir_sha256(student_dir),
+        dir_bytes(student_dir),
+        {"adapter": settings.adapter},
+        time.time(),
     )
     ledger.add_artifact(student, parents=[dataset.id, f"student-init-{run_id}"])
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
@@ -121,8 +133,16 @@ def _initial_student(
     info = build_student(base_dir, init_dir, settings.prune_layers)
     info["base"] = base_name
     ledger.add_artifact(
-        Artifact(artifact_id, run_id, "student-init", str(init_dir), dir_sha256(init_dir), dir_bytes(init_dir),
-                 info, time.time())
+        Artifact(
+            artifact_id,
+            run_id,
+            "student-init",
+            str(init_dir),
+            dir_sha256(init_dir),
+            dir_bytes(init_dir),
+            info,
+            time.time(),
+        )
     )
     return info
 

@@ -130,7 +130,11 @@ class Trainer:
         try:
             with progress_bar(console, loss_column) as progress:
                 task = progress.add_task(
-                    "distill: training", total=self.total_steps, completed=result.resumed_from, loss=0.0, tps=0.0
+                    "distill: training",
+                    total=self.total_steps,
+                    completed=result.resumed_from,
+                    loss=0.0,
+                    tps=0.0,
                 )
                 started = time.monotonic()
                 for step in range(result.resumed_from, self.total_steps):

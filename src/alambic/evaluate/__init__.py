@@ -53,10 +53,10 @@ def run(project: Project, console: Console) -> StageReport:
     init_dir, student_dir = Path(distill_run.summary["init_dir"]), Path(distill_run.summary["student_dir"])
     teacher_dir = embedded_hf_dir() if config.teacher.model == "embedded" else None
     contestants = [
-        Contestant("base", "base (pruned, untrained)", False, init_dir),
-        Contestant("student", "student (distilled)", False, student_dir),
-        Contestant("teacher", "teacher, no chunk", False, teacher_dir),
-        Contestant("teacher+chunk", "teacher, with chunk", True, None),
+        Contestant("base", "base (untrained)", False, init_dir),
+        Contestant("student", "student", False, student_dir),
+        Contestant("teacher", "teacher", False, teacher_dir),
+        Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
@@ -98,16 +98,32 @@ def run(project: Project, console: Console) -> StageReport:
             }
         )
     examples = [
-        {"question": item.payload["question"], "reference": item.payload["answer"],
-         "answers": {c.label: answers[c.role][i].payload["text"] for c in contestants}}
+        {
+            "question": item.payload["question"],
+            "reference": item.payload["answer"],
+            "answers": {c.label: answers[c.role][i].payload["text"] for c in contestants},
+        }
         for i, item in enumerate(heldout)
     ]
     report_path = project.root / "report.html"
-    summary = {"questions": len(heldout), "models": rows, "report": str(report_path), "distill_run": distill_run.id}
+    summary = {
+        "questions": len(heldout),
+        "models": rows,
+        "report": str(report_path),
+        "distill_run": distill_run.id,
+    }
     write_report(report_path, project.config.project.name, summary, distill_run.summary, examples)
     ledger.add_artifact(
-        Artifact(f"report-{run_id}", run_id, "report", str(report_path), None, report_path.stat().st_size,
-                 {"questions": len(heldout)}, time.time()),
+        Artifact(
+            f"report-{run_id}",
+            run_id,
+            "report",
+            str(report_path),
+            None,
+            report_path.stat().st_size,
+            {"questions": len(heldout)},
+            time.time(),
+        ),
         parents=[f"student-{distill_run.id}", *(item.key for item in heldout)],
     )
     ledger.finish_run(run_id, summary)
@@ -134,8 +150,13 @@ def _answer_all(
         return item.payload["messages"][:-1]
 
     def store(key: str, item: Item, text: str, tokens: int, seconds: float) -> None:
-        payload = {"role": contestant.role, "question": item.key, "text": text,
-                   "completion_tokens": tokens, "seconds": seconds}
+        payload = {
+            "role": contestant.role,
+            "question": item.key,
+            "text": text,
+            "completion_tokens": tokens,
+            "seconds": seconds,
+        }
         ledger.put_item(Item(key, run_id, STAGE, "answer", "ok", payload), parents=[item.key])
         advance(1)
 
@@ -175,7 +196,7 @@ def _heldout_loss(model_dir: Path, heldout: list[Item]) -> float:
 
 def _teacher_size(backend: str, model: str) -> str:
     if backend == "llamacpp" and model == "embedded":
-        return f"135M params, {embedded_gguf().stat().st_size / 1e6:.0f} MB GGUF"
+        return f"135M, {embedded_gguf().stat().st_size / 1e6:.0f} MB GGUF"
     path = Path(model)
     return f"{path.stat().st_size / 1e6:.0f} MB" if path.is_file() else "remote"
 
@@ -183,4 +204,4 @@ def _teacher_size(backend: str, model: str) -> str:
 def _hf_size(model: Any) -> str:
     params = sum(p.numel() for p in model.parameters())
     size = sum(p.numel() * p.element_size() for p in model.parameters())
-    return f"{params / 1e6:.0f}M params, {size / 1e6:.0f} MB"
+    return f"{params / 1e6:.0f}M, {size / 1e6:.0f} MB"

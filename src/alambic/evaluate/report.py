@@ -32,10 +32,16 @@ def loss_plot_png(losses: list[tuple[int, float]]) -> str:
 
 
 def write_report(
-    path: Path, project_name: str, summary: dict[str, Any], training: dict[str, Any], examples: list[dict[str, Any]]
+    path: Path,
+    project_name: str,
+    summary: dict[str, Any],
+    training: dict[str, Any],
+    examples: list[dict[str, Any]],
 ) -> None:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("alambic.evaluate", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+        loader=jinja2.PackageLoader("alambic.evaluate", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
     )
     html = environment.get_template("report.html.j2").render(
         project=project_name,

@@ -54,10 +54,22 @@ def run(project: Project, console: Console) -> StageReport:
     if "f16" not in settings.gguf:
         f16.unlink()
     manifest = _manifest(ledger, run_id, name, out_dir, distill_run.id, student)
-    summary = {"dir": str(out_dir), "files": manifest["files"], "gguf": {q: str(gguf_dir / f) for f, q in files.items()}}
+    summary = {
+        "dir": str(out_dir),
+        "files": manifest["files"],
+        "gguf": {q: str(gguf_dir / f) for f, q in files.items()},
+    }
     ledger.add_artifact(
-        Artifact(f"release-{run_id}", run_id, "release", str(out_dir), file_sha256(out_dir / "manifest.json"),
-                 sum(f["bytes"] for f in manifest["files"]), {"name": name}, time.time()),
+        Artifact(
+            f"release-{run_id}",
+            run_id,
+            "release",
+            str(out_dir),
+            file_sha256(out_dir / "manifest.json"),
+            sum(f["bytes"] for f in manifest["files"]),
+            {"name": name},
+            time.time(),
+        ),
         parents=[student.id],
     )
     ledger.finish_run(run_id, summary)
@@ -78,7 +90,11 @@ def _manifest(
     ledger: Ledger, run_id: str, name: str, out_dir: Path, distill_run_id: str, student: Artifact
 ) -> dict[str, Any]:
     files = [
-        {"path": path.relative_to(out_dir).as_posix(), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+        {
+            "path": path.relative_to(out_dir).as_posix(),
+            "sha256": file_sha256(path),
+            "bytes": path.stat().st_size,
+        }
         for path in sorted(out_dir.rglob("*"))
         if path.is_file()
     ]

@@ -30,8 +30,17 @@ def converter_dir() -> Path:
         return target
     with tempfile.TemporaryDirectory() as download:
         command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-            f"llama-cpp-python=={llama_cpp.__version__}", "-d", download,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={llama_cpp.__version__}",
+            "-d",
+            download,
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         sdists = list(Path(download).glob("llama_cpp_python-*.tar.gz"))
@@ -45,11 +54,12 @@ def converter_dir() -> Path:
         with tarfile.open(sdists[0]) as archive:
             prefix = f"{archive.getnames()[0].split('/')[0]}/vendor/llama.cpp/"
             members = [
-                m for m in archive.getmembers()
-                if m.name.startswith(prefix) and m.name[len(prefix):].startswith(CONVERTER_PARTS)
+                m
+                for m in archive.getmembers()
+                if m.name.startswith(prefix) and m.name[len(prefix) :].startswith(CONVERTER_PARTS)
             ]
             for member in members:
-                member.name = member.name[len(prefix):]
+                member.name = member.name[len(prefix) :]
             archive.extractall(partial, members=members, filter="data")
         os.replace(partial, target)
     return target
@@ -57,10 +67,20 @@ def converter_dir() -> Path:
 
 def convert_to_gguf(model_dir: Path, out_file: Path, outtype: str = "f16") -> None:
     converter = converter_dir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter / "gguf-py"), str(converter)]),
-           "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(model_dir),
-               "--outfile", str(out_file), "--outtype", outtype]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(converter / "gguf-py"), str(converter)]),
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [
+        sys.executable,
+        str(converter / "convert_hf_to_gguf.py"),
+        str(model_dir),
+        "--outfile",
+        str(out_file),
+        "--outtype",
+        outtype,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not out_file.is_file():
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"

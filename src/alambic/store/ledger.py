@@ -194,7 +194,8 @@ class Ledger:
 
     def latest_done(self, stage: str) -> Run | None:
         row = self._db.execute(
-            "SELECT * FROM runs WHERE stage = ? AND state = 'done' ORDER BY finished_at DESC LIMIT 1", (stage,)
+            "SELECT * FROM runs WHERE stage = ? AND state = 'done' ORDER BY finished_at DESC LIMIT 1",
+            (stage,),
         ).fetchone()
         return _run(row) if row else None
 
@@ -269,7 +270,8 @@ class Ledger:
                     ),
                 )
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(artifact.id, parent) for parent in parents]
+                    "INSERT OR IGNORE INTO lineage VALUES (?, ?)",
+                    [(artifact.id, parent) for parent in parents],
                 )
                 self._db.execute("COMMIT")
             except Exception:

@@ -82,19 +82,35 @@ class _Synthesiser:
 
     def _sampling(self, key: str, max_tokens: int) -> Sampling:
         # A seed derived from the request makes a re-run after a crash ask for exactly the same thing.
-        return Sampling(
-            temperature=self.settings.temperature, max_tokens=max_tokens, seed=int(key[:8], 16) % (2**31)
-        )
+        return Sampling(temperature=self.settings.temperature, max_tokens=max_tokens, seed=int(key[:8], 16) % (2**31))
 
-    def questions_key(self, chunk: KeyedChunk) -> str:
+    def questions_key(self, chunk: KeyedChunk, attempt: int) -> str:
         s = self.settings
-        return stable_hash("questions", self.version, self.teacher_key, chunk.key, s.questions_per_chunk,
-                           s.temperature, s.seed)
+        return stable_hash(
+            "questions",
+            self.version,
+            self.teacher_key,
+            chunk.key,
+            s.questions_per_chunk,
+            s.temperature,
+            s.seed,
+            attempt,
+        )
 
     def answer_key(self, chunk: KeyedChunk, question: str) -> str:
         s = self.settings
-        return stable_hash("answer", self.version, self.teacher_key, chunk.key, question, s.temperature,
-                           s.max_answer_tokens, s.min_answer_words, self.system_prompt, s.seed)
+        return stable_hash(
+            "answer",
+            self.version,
+            self.teacher_key,
+            chunk.key,
+            question,
+            s.temperature,
+            s.max_answer_tokens,
+            s.min_answer_words,
+            self.system_prompt,
+            s.seed,
+        )
 
     def remember_existing_pairs(self, chunks: list[KeyedChunk]) -> None:
         wanted = {c.key for c in chunks}
@@ -106,18 +122,34 @@ class _Synthesiser:
     def _pair_key(question: str, answer: str) -> str:
         return stable_hash(normalise(question), normalise(answer))
 
-    def questions(self, chunk: KeyedChunk) -> list[str]:
-        key = self.questions_key(chunk)
+    def questions(self, chunk: KeyedChunk) -> tuple[list[str], list[str]]:
+        """Up to questions_per_chunk distinct questions, asking again (new seed) while too few come back.
+
+        Returns the questions and the keys of the ledger items they came from.
+        """
+        wanted = self.settings.questions_per_chunk
+        questions: dict[str, str] = {}
+        sources = []
+        for attempt in range(self.settings.question_attempts):
+            key = self.questions_key(chunk, attempt)
+            sources.append(key)
+            for question in self._ask_questions(chunk, key, wanted - len(questions)):
+                questions.setdefault(normalise(question), question)
+            if len(questions) >= wanted:
+                break
+        return list(questions.values())[:wanted], sources
+
+    def _ask_questions(self, chunk: KeyedChunk, key: str, count: int) -> list[str]:
         stored = self.ledger.item(key)
         if stored is not None:
             return stored.payload["questions"]
-        values = {"business": self.business, "chunk": chunk.chunk.text, "count": self.settings.questions_per_chunk}
+        values = {"business": self.business, "chunk": chunk.chunk.text, "count": count}
         messages: list[Message] = [
             {"role": "system", "content": self.prompts.render("questions.system", **values)},
             {"role": "user", "content": self.prompts.render("questions.user", **values)},
         ]
-        completion = self.teacher.chat(messages, self._sampling(key, 48 * self.settings.questions_per_chunk))
-        questions = parse_questions(completion.text, self.settings.questions_per_chunk)
+        completion = self.teacher.chat(messages, self._sampling(key, 48 * count))
+        questions = parse_questions(completion.text, count)
         payload = {
             "chunk": chunk.key,
             "raw": completion.text,
@@ -128,7 +160,7 @@ class _Synthesiser:
         self.ledger.put_item(Item(key, self.run_id, STAGE, "questions", status, payload, reason), [chunk.key])
         return questions
 
-    def answer(self, chunk: KeyedChunk, question: str) -> None:
+    def answer(self, chunk: KeyedChunk, question: str, sources: list[str]) -> None:
         key = self.answer_key(chunk, question)
         if self.ledger.has_item(key):
             return
@@ -159,7 +191,7 @@ class _Synthesiser:
                 "usage": [completion.prompt_tokens, completion.completion_tokens],
             }
             item = Item(key, self.run_id, STAGE, "qa", "ok" if reason is None else "rejected", payload, reason)
-            if self.ledger.put_item(item, [chunk.key, self.questions_key(chunk)]) and reason is None:
+            if self.ledger.put_item(item, [chunk.key, *sources]) and reason is None:
                 self._seen_pairs.add(pair)
 
 
@@ -169,8 +201,12 @@ def run(project: Project, console: Console) -> StageReport:
     chunks = document_chunks(project)
     splits = split_chunks([c.key for c in chunks], config.synth.heldout_fraction, config.synth.seed)
     prompts_version = Prompts(project.root).version(*PROMPT_NAMES)
-    config_hash = stable_hash(config.synth.fingerprint(), teacher_id(config.teacher), prompts_version,
-                              config.project.resolved_system_prompt())
+    config_hash = stable_hash(
+        config.synth.fingerprint(),
+        teacher_id(config.teacher),
+        prompts_version,
+        config.project.resolved_system_prompt(),
+    )
     inputs_hash = stable_hash(sorted(splits))
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     ledger = project.ledger
@@ -215,9 +251,9 @@ def _generate(synth: _Synthesiser, chunks: list[KeyedChunk], console: Console) -
                 progress.advance(task)
 
         def ask_questions(chunk: KeyedChunk) -> list[Future[None]]:
-            questions = synth.questions(chunk)
+            questions, sources = synth.questions(chunk)
             progress.advance(task, per_chunk - len(questions))
-            return [pool.submit(guarded, synth.answer, chunk, question) for question in questions]
+            return [pool.submit(guarded, synth.answer, chunk, question, sources) for question in questions]
 
         question_futures = [pool.submit(ask_questions, chunk) for chunk in chunks]
         for future in question_futures:
