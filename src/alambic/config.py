@@ -40,6 +40,10 @@ class TeacherSection(Section):
     timeout_s: float = Field(120.0, gt=0)
     concurrency: int = Field(4, ge=1, le=1024)
     n_ctx: int = Field(2048, ge=256)
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra fields sent with every openai request (server-specific sampling, e.g. top_k).",
+    )
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> TeacherSection:

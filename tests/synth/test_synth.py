@@ -48,7 +48,11 @@ def test_openai_backend_against_a_real_server_matches_in_process(
     tmp_path: Path, tiny_model_dir: Path, llama_server: str
 ) -> None:
     local = write_project(tmp_path / "local", small_config(tiny_model_dir, synth=GREEDY))
-    teacher = f'backend = "openai"\nbase_url = "{llama_server}"\nmodel = "SmolLM2-135M-Instruct"\nconcurrency = 2'
+    # llama.cpp's server applies repeat_penalty 1.1 unless told otherwise; in-process llama.cpp uses 1.0.
+    teacher = (
+        f'backend = "openai"\nbase_url = "{llama_server}"\nmodel = "SmolLM2-135M-Instruct"\nconcurrency = 2\n'
+        "extra_body = { repeat_penalty = 1.0 }"
+    )
     remote = write_project(tmp_path / "remote", small_config(tiny_model_dir, synth=GREEDY, teacher=teacher))
     run_cli("synth", "--project", local)
     run_cli("synth", "--project", remote)

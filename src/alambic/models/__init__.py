@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alambic.config import TeacherSection
 from alambic.errors import AlambicError
+from alambic.hashing import stable_hash
 from alambic.models.base import ChatModel, Completion, Message, Sampling
 from alambic.models.embedded import EMBEDDED_NAME, embedded_gguf, embedded_hf_dir
 
@@ -17,7 +18,8 @@ def teacher_id(section: TeacherSection) -> str:
     if section.model == "embedded":
         return f"{section.backend}:{EMBEDDED_NAME}"
     if section.backend == "openai":
-        return f"openai:{section.base_url}:{section.model}"
+        extra = f":{stable_hash(section.extra_body)[:8]}" if section.extra_body else ""
+        return f"openai:{section.base_url}:{section.model}{extra}"
     return f"{section.backend}:{section.model}"
 
 
@@ -27,7 +29,9 @@ def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
 
         model = EMBEDDED_NAME if section.model == "embedded" else section.model
         assert section.base_url is not None
-        return OpenAIChat(section.base_url, model, section.api_key_env, section.timeout_s, section.concurrency)
+        return OpenAIChat(
+            section.base_url, model, section.api_key_env, section.timeout_s, section.concurrency, section.extra_body
+        )
     if section.backend == "llamacpp":
         from alambic.models.llamacpp import LlamaCppChat
 

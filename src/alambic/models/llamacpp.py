@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from alambic.errors import AlambicError
 from alambic.models.base import Completion, Message, Sampling
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Capture what llama.cpp's C code prints to stderr; the caller may show it if something fails."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read().decode("utf-8", "replace").splitlines())
 
 
 def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False):  # -> llama_cpp.Llama
@@ -17,7 +37,7 @@ def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False):  # -> l
     from llama_cpp import Llama
 
     try:
-        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        with native_stderr_captured():
             return Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,

@@ -18,11 +18,13 @@ class OpenAIChat:
         api_key_env: str | None = None,
         timeout_s: float = 120.0,
         parallel: int = 4,
+        extra_body: dict[str, object] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = model
         self.parallel = parallel
+        self.extra_body = dict(extra_body or {})
         headers = {}
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -57,6 +59,7 @@ class OpenAIChat:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        body.update(self.extra_body)
         response = self._client.post("/chat/completions", json=body)
         response.raise_for_status()
         data = response.json()

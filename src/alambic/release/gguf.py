@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alambic.errors import AlambicError
 from alambic.models.embedded import cache_dir
+from alambic.models.llamacpp import native_stderr_captured
 
 QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -93,6 +94,8 @@ def quantize(source: Path, target: Path, quant: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.nthread = os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    with native_stderr_captured() as log:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if status != 0 or not target.is_file():
-        raise AlambicError(f"{source}: quantisation to {quant} failed (llama.cpp status {status})")
+        last = log[-1] if log else f"status {status}"
+        raise AlambicError(f"{source}: quantisation to {quant} failed: {last}")
