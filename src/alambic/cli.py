@@ -59,14 +59,10 @@ def _quiet_libraries() -> None:
     logging.disable_progress_bar()
 
 
-def _open(project: Path, preset: str | None) -> Project:
-    return Project.open(project, preset)
-
-
 def _stage(project_dir: Path, preset: str | None, stage: Callable[[Project, Console], StageReport]) -> StageReport:
     with user_errors():
         _quiet_libraries()
-        project = _open(project_dir, preset)
+        project = Project.open(project_dir, preset)
         try:
             report = stage(project, console)
         finally:
@@ -134,7 +130,7 @@ def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None
     reports = [_stage(project, preset, stage.run) for stage in (synth, distill, evaluate, release)]
     output.print(summary_table(reports, time.monotonic() - started))
     with user_errors():
-        cfg = _open(project, preset).config.serve
+        cfg = Project.open(project, preset).config.serve
     root = project.resolve()
     preset_arg = f" --preset {preset}" if preset else ""
     output.print(f"\nServe it:  alambic serve --project {root}{preset_arg}", soft_wrap=True)
@@ -158,7 +154,7 @@ def serve(
 
     with user_errors():
         _quiet_libraries()
-        project_obj = _open(project, preset)
+        project_obj = Project.open(project, preset)
         stage.serve(project_obj, console, host=host, port=port, quant=quant)
 
 
@@ -171,7 +167,7 @@ def status(
     from alambic.reporting import status_data, status_tables
 
     with user_errors():
-        project_obj = _open(project, None)
+        project_obj = Project.open(project, None)
         data = status_data(project_obj)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

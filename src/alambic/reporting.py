@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 
 from alambic.project import Project
@@ -33,7 +34,7 @@ def _stage_facts(report: StageReport) -> str:
     return ""
 
 
-def summary_table(reports: list[StageReport], seconds: float) -> Table:
+def summary_table(reports: list[StageReport], seconds: float) -> RenderableType:
     table = Table(title=f"alambic run ({seconds:.0f}s)", title_justify="left")
     for column in ("stage", "run", "time", "result"):
         table.add_column(column)
@@ -46,7 +47,7 @@ def summary_table(reports: list[StageReport], seconds: float) -> Table:
     grid = Table.grid()
     grid.add_row(table)
     grid.add_row(evaluation_table(evaluation.summary))
-    return grid  # type: ignore[return-value]
+    return grid
 
 
 def evaluation_table(summary: dict[str, Any]) -> Table:

@@ -208,5 +208,5 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        self._loaded_losses = [tuple(x) for x in state["losses"]]  # type: ignore[misc]
+        self._loaded_losses = [(int(step), float(loss)) for step, loss in state["losses"]]
         return int(state["step"])

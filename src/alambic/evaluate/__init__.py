@@ -63,7 +63,10 @@ def run(project: Project, console: Console) -> StageReport:
     sizes: dict[str, str] = {}
     with progress_bar(console) as progress:
         task = progress.add_task("evaluate: answering", total=len(heldout) * len(contestants))
-        advance = lambda n: progress.advance(task, n)  # noqa: E731
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+
         for contestant in contestants[:2]:
             from alambic.models.hf import HFChat
 

@@ -48,7 +48,7 @@ def write_report(
         summary=summary,
         training=training,
         examples=examples,
-        loss_png=loss_plot_png([tuple(x) for x in training["losses"]]),  # type: ignore[misc]
+        loss_png=loss_plot_png([(int(step), float(loss)) for step, loss in training["losses"]]),
     )
     partial = path.with_suffix(".html.partial")
     partial.write_text(html, encoding="utf-8")

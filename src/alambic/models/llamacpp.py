@@ -9,8 +9,12 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from alambic.errors import AlambicError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 from alambic.models.base import Completion, Message, Sampling
 
 
@@ -31,7 +35,7 @@ def native_stderr_captured() -> Iterator[list[str]]:
             lines.extend(capture.read().decode("utf-8", "replace").splitlines())
 
 
-def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False):  # -> llama_cpp.Llama
+def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama:
     if not path.is_file():
         raise AlambicError(f"{path}: GGUF file does not exist")
     from llama_cpp import Llama
@@ -62,16 +66,15 @@ class LlamaCppChat:
 
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
         with self._lock:
-            response = self._llama.create_chat_completion(
-                messages=list(messages),  # type: ignore[arg-type]
+            response: Any = self._llama.create_chat_completion(
+                messages=cast(Any, messages),
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_tokens,
                 seed=sampling.seed,
                 stop=list(sampling.stop) or None,
             )
-        choice = response["choices"][0]  # type: ignore[index]
-        usage = response["usage"]  # type: ignore[index]
+        choice, usage = response["choices"][0], response["usage"]
         return Completion(
             text=choice["message"]["content"] or "",
             prompt_tokens=usage["prompt_tokens"],

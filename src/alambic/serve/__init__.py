@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from alambic.errors import AlambicError
 from alambic.project import Project
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def released_gguf(project: Project, quant: str) -> Path:
@@ -23,7 +27,7 @@ def released_gguf(project: Project, quant: str) -> Path:
     return path
 
 
-def create_app(gguf: Path, model_alias: str, n_ctx: int):  # -> fastapi.FastAPI
+def create_app(gguf: Path, model_alias: str, n_ctx: int) -> FastAPI:
     from llama_cpp.server.app import create_app as llama_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 

@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -239,7 +240,7 @@ def _generate(synth: _Synthesiser, chunks: list[KeyedChunk], console: Console) -
     with progress_bar(console) as progress, ThreadPoolExecutor(max(1, synth.teacher.parallel)) as pool:
         task = progress.add_task("synth: questions + answers", total=len(chunks) * (1 + per_chunk))
 
-        def guarded(work, *args) -> None:  # type: ignore[no-untyped-def]
+        def guarded(work: Callable[..., None], *args: object) -> None:
             try:
                 work(*args)
             except AlambicError:

@@ -11,13 +11,11 @@ from alambic.hashing import stable_hash
 
 class Prompts:
     def __init__(self, project_root: Path) -> None:
+        self._loader = jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(project_root / "prompts"), jinja2.PackageLoader("alambic.synth", "prompts")]
+        )
         self._env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(
-                [
-                    jinja2.FileSystemLoader(project_root / "prompts"),
-                    jinja2.PackageLoader("alambic.synth", "prompts"),
-                ]
-            ),
+            loader=self._loader,
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             autoescape=False,
@@ -28,5 +26,5 @@ class Prompts:
 
     def version(self, *names: str) -> str:
         """Changes whenever the text of any of these templates changes (so their outputs are redone)."""
-        sources = [self._env.loader.get_source(self._env, f"{n}.j2")[0] for n in names]  # type: ignore[union-attr]
+        sources = [self._loader.get_source(self._env, f"{name}.j2")[0] for name in names]
         return stable_hash(sources)[:12]
