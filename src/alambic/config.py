@@ -35,10 +35,15 @@ class ProjectSection(Section):
 class TeacherSection(Section):
     backend: Literal["llamacpp", "openai", "hf"] = "llamacpp"
     model: str = Field("embedded", description="'embedded', a GGUF path (llamacpp), a model dir (hf) or a name.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
+    base_url: str | list[str] | None = Field(
+        None, description="OpenAI-compatible endpoint(s), e.g. http://host:8000/v1; a list load-balances replicas."
+    )
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     timeout_s: float = Field(120.0, gt=0)
-    concurrency: int = Field(4, ge=1, le=1024)
+    concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight, over all replicas.")
+    max_retries: int = Field(6, ge=0, le=100)
+    price_prompt_per_m: float = Field(0.0, ge=0, description="Price per million prompt tokens, for `status`.")
+    price_completion_per_m: float = Field(0.0, ge=0, description="Price per million completion tokens.")
     n_ctx: int = Field(2048, ge=256)
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
@@ -50,6 +55,11 @@ class TeacherSection(Section):
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url")
         return self
+
+    def base_urls(self) -> list[str]:
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 class SynthSection(Section):

@@ -102,7 +102,26 @@ def status_data(project: Project) -> dict[str, Any]:
             for a in ledger.artifacts()
         ],
         "lineage_edges": ledger.lineage_count(),
+        "teacher_usage": _usage(project),
     }
+
+
+def _usage(project: Project) -> list[dict[str, Any]]:
+    teacher = project.config.teacher
+    rows = []
+    for endpoint, recipe, requests, prompt, completion in project.ledger.usage():
+        cost = (prompt * teacher.price_prompt_per_m + completion * teacher.price_completion_per_m) / 1e6
+        rows.append(
+            {
+                "endpoint": endpoint,
+                "recipe": recipe,
+                "requests": requests,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "cost": round(cost, 6),
+            }
+        )
+    return rows
 
 
 def status_tables(data: dict[str, Any]) -> list[Table]:
@@ -123,4 +142,16 @@ def status_tables(data: dict[str, Any]) -> list[Table]:
     for artifact in data["artifacts"]:
         size = f"{(artifact['bytes'] or 0) / 1e6:.1f} MB"
         artifacts.add_row(artifact["kind"], artifact["id"], size, str(artifact["parents"]), artifact["path"])
-    return [runs, items, artifacts]
+    usage = Table(title="teacher usage (paid requests, cached for reuse)", title_justify="left")
+    for column in ("endpoint", "recipe", "requests", "prompt tokens", "completion tokens", "cost"):
+        usage.add_column(column, justify="left" if column in ("endpoint", "recipe") else "right")
+    for row in data["teacher_usage"]:
+        usage.add_row(
+            row["endpoint"],
+            row["recipe"],
+            str(row["requests"]),
+            str(row["prompt_tokens"]),
+            str(row["completion_tokens"]),
+            f"{row['cost']:.4f}",
+        )
+    return [runs, items, artifacts, usage]

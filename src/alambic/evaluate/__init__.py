@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from alambic.errors import AlambicError
 from alambic.evaluate.metrics import Embedder, token_f1
 from alambic.evaluate.report import write_report
 from alambic.hashing import stable_hash
-from alambic.models import ChatModel, Message, Sampling, open_teacher, teacher_id
+from alambic.models import ChatModel, Completion, Message, Sampling, open_teacher, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
+from alambic.models.hf import HFChat
 from alambic.project import Project
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
@@ -68,18 +69,16 @@ def run(project: Project, console: Console) -> StageReport:
             progress.advance(task, count)
 
         for contestant in contestants[:2]:
-            from alambic.models.hf import HFChat
-
             assert contestant.model_dir is not None
             model = HFChat.from_dir(contestant.model_dir, contestant.role)
             sizes[contestant.role] = _hf_size(model.model)
-            answers[contestant.role] = _answer_all(ledger, run_id, contestant, model, heldout, sampling, advance)
-        teacher = open_teacher(config.teacher, project.root)
-        try:
-            for contestant in contestants[2:]:
-                answers[contestant.role] = _answer_all(ledger, run_id, contestant, teacher, heldout, sampling, advance)
-        finally:
-            teacher.close()
+            pending = _Answers(ledger, run_id, contestant, heldout, advance)
+            answers[contestant.role] = _answer_locally(pending, model, sampling)
+        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in contestants[2:]]
+        if any(a.todo for a in teacher_answers):
+            asyncio.run(_answer_with_teacher(open_teacher(config.teacher, project.root), teacher_answers, sampling))
+        for contestant, pending in zip(contestants[2:], teacher_answers, strict=True):
+            answers[contestant.role] = pending.result()
 
     embedder = Embedder(minilm_dir())
     references = [item.payload["answer"] for item in heldout]
@@ -133,58 +132,57 @@ def run(project: Project, console: Console) -> StageReport:
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
 
 
-def _answer_all(
-    ledger: Ledger,
-    run_id: str,
-    contestant: Contestant,
-    model: ChatModel,
-    heldout: list[Item],
-    sampling: Sampling,
-    advance: Callable[[int], None],
-) -> list[Item]:
-    """Every held-out question answered by this model; answers already in the ledger are reused."""
-    keys = [stable_hash(run_id, contestant.role, item.key) for item in heldout]
-    todo = [(key, item) for key, item in zip(keys, heldout, strict=True) if not ledger.has_item(key)]
-    advance(len(heldout) - len(todo))
+class _Answers:
+    """The answers of one contestant to every held-out question, kept in the ledger as they come."""
 
-    def prompt(item: Item) -> list[Message]:
-        if contestant.with_chunk:
-            return item.payload["teacher_messages"]
-        return item.payload["messages"][:-1]
+    def __init__(
+        self, ledger: Ledger, run_id: str, contestant: Contestant, heldout: list[Item], advance: Callable[[int], None]
+    ) -> None:
+        self.ledger, self.run_id, self.contestant, self.advance = ledger, run_id, contestant, advance
+        self.keys = [stable_hash(run_id, contestant.role, item.key) for item in heldout]
+        self.todo = [(key, item) for key, item in zip(self.keys, heldout, strict=True) if not ledger.is_settled(key)]
+        advance(len(heldout) - len(self.todo))
 
-    def store(key: str, item: Item, text: str, tokens: int, seconds: float) -> None:
+    def prompt(self, item: Item) -> list[Message]:
+        return item.payload["teacher_messages"] if self.contestant.with_chunk else item.payload["messages"][:-1]
+
+    def store(self, key: str, item: Item, completion: Completion, seconds: float) -> None:
         payload = {
-            "role": contestant.role,
+            "role": self.contestant.role,
             "question": item.key,
-            "text": text,
-            "completion_tokens": tokens,
+            "text": completion.text.strip(),
+            "completion_tokens": completion.completion_tokens,
             "seconds": seconds,
         }
-        ledger.put_item(Item(key, run_id, STAGE, "answer", "ok", payload), parents=[item.key])
-        advance(1)
+        self.ledger.put_item(Item(key, self.run_id, STAGE, "answer", "ok", payload), parents=[item.key])
+        self.advance(1)
 
-    chat_batch = getattr(model, "chat_batch", None)
-    if chat_batch is not None:
-        for start in range(0, len(todo), HF_BATCH):
-            batch = todo[start : start + HF_BATCH]
-            began = time.monotonic()
-            completions = chat_batch([prompt(item) for _, item in batch], sampling)
-            elapsed = time.monotonic() - began
-            total = sum(c.completion_tokens for c in completions) or 1
-            for (key, item), completion in zip(batch, completions, strict=True):
-                share = elapsed * completion.completion_tokens / total
-                store(key, item, completion.text, completion.completion_tokens, share)
-    else:
+    def result(self) -> list[Item]:
+        return [item for key in self.keys if (item := self.ledger.item(key)) is not None]
 
-        def answer(pair: tuple[str, Item]) -> None:
-            key, item = pair
-            began = time.monotonic()
-            completion = model.chat(prompt(item), sampling)
-            store(key, item, completion.text.strip(), completion.completion_tokens, time.monotonic() - began)
 
-        with ThreadPoolExecutor(max(1, model.parallel)) as pool:
-            list(pool.map(answer, todo))
-    return [item for key in keys if (item := ledger.item(key)) is not None]
+def _answer_locally(answers: _Answers, model: HFChat, sampling: Sampling) -> list[Item]:
+    """Batched generation with a transformers model; each answer's time is its share of the batch's."""
+    for start in range(0, len(answers.todo), HF_BATCH):
+        batch = answers.todo[start : start + HF_BATCH]
+        began = time.monotonic()
+        completions = model.chat_batch([answers.prompt(item) for _, item in batch], sampling)
+        elapsed = time.monotonic() - began
+        total = sum(c.completion_tokens for c in completions) or 1
+        for (key, item), completion in zip(batch, completions, strict=True):
+            answers.store(key, item, completion, elapsed * completion.completion_tokens / total)
+    return answers.result()
+
+
+async def _answer_with_teacher(teacher: ChatModel, all_answers: list[_Answers], sampling: Sampling) -> None:
+    async def answer(answers: _Answers, key: str, item: Item) -> None:
+        completion = await teacher.achat(answers.prompt(item), sampling)
+        answers.store(key, item, completion, completion.seconds)
+
+    try:
+        await asyncio.gather(*(answer(a, key, item) for a in all_answers for key, item in a.todo))
+    finally:
+        await teacher.aclose()
 
 
 def _heldout_loss(model_dir: Path, heldout: list[Item]) -> float:

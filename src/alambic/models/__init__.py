@@ -15,12 +15,10 @@ __all__ = ["ChatModel", "Completion", "Message", "Sampling", "open_teacher", "te
 
 def teacher_id(section: TeacherSection) -> str:
     """What identifies the teacher's outputs: a different id means different answers."""
-    if section.model == "embedded":
-        return f"{section.backend}:{EMBEDDED_NAME}"
-    if section.backend == "openai":
-        extra = f":{stable_hash(section.extra_body)[:8]}" if section.extra_body else ""
-        return f"openai:{section.base_url}:{section.model}{extra}"
-    return f"{section.backend}:{section.model}"
+    model = EMBEDDED_NAME if section.model == "embedded" else section.model
+    if section.backend == "openai" and section.extra_body:
+        return f"openai:{model}:{stable_hash(section.extra_body)[:8]}"
+    return f"{section.backend}:{model}"
 
 
 def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
@@ -28,9 +26,14 @@ def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
         from alambic.models.openai import OpenAIChat
 
         model = EMBEDDED_NAME if section.model == "embedded" else section.model
-        assert section.base_url is not None
         return OpenAIChat(
-            section.base_url, model, section.api_key_env, section.timeout_s, section.concurrency, section.extra_body
+            section.base_urls(),
+            model,
+            section.api_key_env,
+            section.timeout_s,
+            section.concurrency,
+            section.extra_body,
+            section.max_retries,
         )
     if section.backend == "llamacpp":
         from alambic.models.llamacpp import LlamaCppChat

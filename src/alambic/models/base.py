@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
@@ -26,6 +28,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    endpoint: str = "local"
+    seconds: float = 0.0  # time the model spent on this answer, not counting any queueing
 
 
 class ChatModel(Protocol):
@@ -34,6 +38,24 @@ class ChatModel(Protocol):
     name: str
     parallel: int
 
+    async def achat(self, messages: list[Message], sampling: Sampling) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalChat(ABC):
+    """The async side of an in-process model: calls run on a worker thread, one at a time."""
+
+    parallel = 1
+
+    @abstractmethod
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion: ...
 
-    def close(self) -> None: ...
+    async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
+        return await asyncio.to_thread(self.chat, messages, sampling)
+
+    async def aclose(self) -> None:
+        """Free native resources where the backend holds any (llama.cpp does)."""
+        release = getattr(self, "close", None)
+        if release is not None:
+            release()

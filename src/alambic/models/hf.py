@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from alambic.errors import AlambicError
-from alambic.models.base import Completion, Message, Sampling
+from alambic.models.base import Completion, LocalChat, Message, Sampling
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -34,10 +34,8 @@ def load_causal_lm(path: Path, dtype: torch.dtype = torch.float32) -> Any:
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
 
 
-class HFChat:
+class HFChat(LocalChat):
     """A transformers model behind the chat interface, with batched generation for evaluation."""
-
-    parallel = 1
 
     def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
         self.model = model
@@ -93,6 +91,3 @@ class HFChat:
                 )
             )
         return completions
-
-    def close(self) -> None:
-        pass

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -15,7 +16,7 @@ from alambic.errors import AlambicError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
-from alambic.models.base import Completion, Message, Sampling
+from alambic.models.base import Completion, LocalChat, Message, Sampling
 
 
 @contextlib.contextmanager
@@ -53,10 +54,8 @@ def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama
         raise AlambicError(f"{path}: llama.cpp cannot load this GGUF ({exc})") from exc
 
 
-class LlamaCppChat:
+class LlamaCppChat(LocalChat):
     """A GGUF chat model in this process. llama.cpp runs one request at a time per model."""
-
-    parallel = 1
 
     def __init__(self, path: Path, n_ctx: int = 2048, name: str | None = None) -> None:
         self.path = path
@@ -66,6 +65,7 @@ class LlamaCppChat:
 
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
         with self._lock:
+            began = time.monotonic()
             response: Any = self._llama.create_chat_completion(
                 messages=cast(Any, messages),
                 temperature=sampling.temperature,
@@ -74,12 +74,14 @@ class LlamaCppChat:
                 seed=sampling.seed,
                 stop=list(sampling.stop) or None,
             )
+            seconds = time.monotonic() - began
         choice, usage = response["choices"][0], response["usage"]
         return Completion(
             text=choice["message"]["content"] or "",
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],
             finish_reason=choice["finish_reason"] or "stop",
+            seconds=seconds,
         )
 
     def close(self) -> None:

@@ -1,54 +1,153 @@
-"""Any OpenAI-compatible endpoint: vLLM, TGI, Ollama, llama.cpp's server or a hosted API."""
+"""Any OpenAI-compatible endpoint (vLLM, TGI, Ollama, llama.cpp's server, a hosted API), on one or many
+replicas: least-outstanding-requests balancing, bounded concurrency, retries with backoff and jitter
+that honour Retry-After, and a circuit breaker per replica."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
 from alambic.errors import AlambicError
 from alambic.models.base import Completion, Message, Sampling
 
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class TeacherError(Exception):
+    """A request that failed for good (after retries, or with a non-retryable answer)."""
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failures; after `cooldown_s` lets one probe through."""
+
+    threshold: int = 5
+    cooldown_s: float = 10.0
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def available(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        return not self.probing and now - self.opened_at >= self.cooldown_s
+
+    def reopens_in(self, now: float) -> float:
+        return 0.0 if self.opened_at is None else max(0.0, self.cooldown_s - (now - self.opened_at))
+
+    def on_attempt(self) -> None:
+        if self.opened_at is not None:
+            self.probing = True
+
+    def on_success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def on_failure(self, now: float) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.threshold or self.opened_at is not None:
+            self.opened_at = now
+
+
+@dataclass
+class Endpoint:
+    url: str
+    client: httpx.AsyncClient
+    outstanding: int = 0
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
 
 class OpenAIChat:
     def __init__(
         self,
-        base_url: str,
+        base_urls: list[str],
         model: str,
         api_key_env: str | None = None,
         timeout_s: float = 120.0,
-        parallel: int = 4,
-        extra_body: dict[str, object] | None = None,
+        parallel: int = 16,
+        extra_body: dict[str, Any] | None = None,
+        max_retries: int = 6,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 30.0,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        if not base_urls:
+            raise AlambicError("teacher.base_url: no endpoint given")
         self.model = model
         self.name = model
         self.parallel = parallel
         self.extra_body = dict(extra_body or {})
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
         headers = {}
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
                 raise AlambicError(f"teacher.api_key_env: environment variable {api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=parallel),
-        )
+        self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self._headers = headers
+        self._urls = [url.rstrip("/") for url in base_urls]
+        self._endpoints: list[Endpoint] = []
+        self._semaphore: asyncio.Semaphore | None = None
         self._check_reachable()
 
     def _check_reachable(self) -> None:
-        try:
-            response = self._client.get("/models")
-        except httpx.HTTPError as exc:
-            raise AlambicError(f"teacher.base_url {self.base_url} does not answer ({type(exc).__name__})") from exc
-        if response.status_code in (401, 403):
-            raise AlambicError(f"teacher.base_url {self.base_url} refused the API key (HTTP {response.status_code})")
+        """Fail fast, with the URL in the message, if no replica answers at all."""
+        errors = []
+        for url in self._urls:
+            try:
+                response = httpx.get(f"{url}/models", headers=self._headers, timeout=self._timeout)
+            except httpx.HTTPError as exc:
+                errors.append(f"{url} ({type(exc).__name__})")
+                continue
+            if response.status_code in (401, 403):
+                raise AlambicError(f"teacher.base_url {url} refused the API key (HTTP {response.status_code})")
+            return
+        raise AlambicError(f"teacher.base_url {', '.join(errors)} does not answer")
 
-    def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
-        body: dict[str, object] = {
+    def _start(self) -> None:
+        # Clients and the semaphore belong to the running event loop, so they are made on first use.
+        limits = httpx.Limits(max_connections=self.parallel, max_keepalive_connections=self.parallel)
+        self._endpoints = [
+            Endpoint(url, httpx.AsyncClient(base_url=url, headers=self._headers, timeout=self._timeout, limits=limits))
+            for url in self._urls
+        ]
+        self._semaphore = asyncio.Semaphore(self.parallel)
+
+    async def _pick(self) -> Endpoint:
+        while True:
+            now = time.monotonic()
+            ready = [e for e in self._endpoints if e.breaker.available(now)]
+            if ready:
+                return min(ready, key=lambda e: e.outstanding)
+            await asyncio.sleep(max(0.05, min(e.breaker.reopens_in(now) for e in self._endpoints)))
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
+
+    def _body(self, messages: list[Message], sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": sampling.temperature,
@@ -60,17 +159,63 @@ class OpenAIChat:
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         body.update(self.extra_body)
-        response = self._client.post("/chat/completions", json=body)
-        response.raise_for_status()
-        data = response.json()
-        choice = data["choices"][0]
-        usage = data.get("usage") or {}
-        return Completion(
-            text=choice["message"].get("content") or "",
+        return body
+
+    async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
+        if self._semaphore is None:
+            self._start()
+        assert self._semaphore is not None
+        body = self._body(messages, sampling)
+        async with self._semaphore:
+            last_error = "no attempt"
+            for attempt in range(self.max_retries + 1):
+                endpoint = await self._pick()
+                endpoint.breaker.on_attempt()
+                endpoint.outstanding += 1
+                try:
+                    completion, wait, last_error = await self._attempt(endpoint, body)
+                finally:
+                    endpoint.outstanding -= 1
+                if completion is not None:
+                    return completion
+                if attempt < self.max_retries:
+                    await asyncio.sleep(max(wait or 0.0, self._backoff(attempt)))
+            raise TeacherError(f"gave up after {self.max_retries + 1} attempts: {last_error}")
+
+    async def _attempt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[Completion | None, float | None, str]:
+        """One try: a completion, or (None, seconds the server asked us to wait, why it failed)."""
+        began = time.monotonic()
+        try:
+            response = await endpoint.client.post("/chat/completions", json=body)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            endpoint.breaker.on_failure(time.monotonic())
+            return None, None, f"{type(exc).__name__} from {endpoint.url}"
+        if response.status_code in RETRYABLE_STATUS:
+            if response.status_code != 429:  # a busy server is alive; a failing one trips the breaker
+                endpoint.breaker.on_failure(time.monotonic())
+            return None, retry_after_seconds(response), f"HTTP {response.status_code} from {endpoint.url}"
+        if response.status_code >= 400:
+            endpoint.breaker.on_success()
+            raise TeacherError(f"HTTP {response.status_code} from {endpoint.url}: {response.text[:200]}")
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            usage = data.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            endpoint.breaker.on_failure(time.monotonic())
+            return None, None, f"malformed response from {endpoint.url}"
+        endpoint.breaker.on_success()
+        completion = Completion(
+            text=text,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=choice.get("finish_reason") or "stop",
+            endpoint=endpoint.url,
+            seconds=time.monotonic() - began,
         )
+        return completion, None, ""
 
-    def close(self) -> None:
-        self._client.close()
+    async def aclose(self) -> None:
+        for endpoint in self._endpoints:
+            await endpoint.client.aclose()

@@ -60,6 +60,24 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX lineage_by_parent ON lineage (parent);
         """,
     ),
+    (
+        "teacher response cache with usage per endpoint and recipe",
+        """
+        CREATE TABLE responses (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            recipe TEXT NOT NULL,
+            text TEXT NOT NULL,
+            finish_reason TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX responses_by_usage ON responses (endpoint, recipe);
+        """,
+    ),
 ]
 
 
@@ -85,6 +103,15 @@ class Item:
     payload: dict[str, Any]
     reason: str | None = None
     created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class StoredResponse:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    endpoint: str
 
 
 @dataclass
@@ -201,12 +228,14 @@ class Ledger:
 
     # items ----------------------------------------------------------------
     def put_item(self, item: Item, parents: Sequence[str] = ()) -> bool:
-        """Store an item unless its key is already there. Returns True if it was new."""
+        """Store an item unless a settled one has its key (a failed one is replaced). True if stored."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "run_id = excluded.run_id, status = excluded.status, reason = excluded.reason, "
+                    "payload = excluded.payload, created_at = excluded.created_at WHERE items.status = 'failed'",
                     (
                         item.key,
                         item.run_id,
@@ -231,8 +260,43 @@ class Ledger:
         row = self._db.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
         return _item(row) if row else None
 
-    def has_item(self, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM items WHERE key = ?", (key,)).fetchone() is not None
+    def is_settled(self, key: str) -> bool:
+        """True if an item with this key is stored as ok or rejected (failed items are to be retried)."""
+        row = self._db.execute("SELECT 1 FROM items WHERE key = ? AND status != 'failed'", (key,)).fetchone()
+        return row is not None
+
+    # teacher responses ----------------------------------------------------------
+    def response(self, key: str) -> StoredResponse | None:
+        row = self._db.execute(
+            "SELECT text, finish_reason, prompt_tokens, completion_tokens, endpoint FROM responses WHERE key = ?",
+            (key,),
+        ).fetchone()
+        return StoredResponse(*row) if row else None
+
+    def put_response(self, key: str, model: str, recipe: str, response: StoredResponse, seconds: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    model,
+                    response.endpoint,
+                    recipe,
+                    response.text,
+                    response.finish_reason,
+                    response.prompt_tokens,
+                    response.completion_tokens,
+                    seconds,
+                    time.time(),
+                ),
+            )
+
+    def usage(self) -> list[tuple[str, str, int, int, int]]:
+        """(endpoint, recipe, requests, prompt tokens, completion tokens) of every paid teacher response."""
+        return self._db.execute(
+            "SELECT endpoint, recipe, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM responses "
+            "GROUP BY endpoint, recipe ORDER BY endpoint, recipe"
+        ).fetchall()
 
     def items(self, stage: str | None = None, kind: str | None = None, status: str | None = None) -> Iterator[Item]:
         clauses, args = [], []

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import zip_longest
 
@@ -15,10 +13,11 @@ from rich.console import Console
 
 from alambic.errors import AlambicError
 from alambic.hashing import stable_hash
-from alambic.models import ChatModel, Message, Sampling, open_teacher, teacher_id
+from alambic.models import ChatModel, Completion, Message, Sampling, open_teacher, teacher_id
 from alambic.project import Project
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Item, Ledger
+from alambic.store.ledger import StoredResponse
 from alambic.synth.chunking import Chunk, chunk_document
 from alambic.synth.curation import answer_problem, normalise, parse_questions
 from alambic.synth.prompts import Prompts
@@ -65,7 +64,7 @@ def split_chunks(chunk_keys: list[str], fraction: float, seed: int) -> dict[str,
 
 
 class _Synthesiser:
-    def __init__(self, project: Project, run_id: str, teacher: ChatModel, splits: dict[str, str]) -> None:
+    def __init__(self, project: Project, run_id: str, teacher: ChatModel) -> None:
         config = project.config
         self.ledger: Ledger = project.ledger
         self.settings = config.synth
@@ -76,14 +75,32 @@ class _Synthesiser:
         self.teacher_key = teacher_id(config.teacher)
         self.run_id = run_id
         self.teacher = teacher
-        self.splits = splits
-        self.errors: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
         self._seen_pairs: set[str] = set()
-        self._lock = threading.Lock()
 
     def _sampling(self, key: str, max_tokens: int) -> Sampling:
         # A seed derived from the request makes a re-run after a crash ask for exactly the same thing.
         return Sampling(temperature=self.settings.temperature, max_tokens=max_tokens, seed=int(key[:8], 16) % (2**31))
+
+    async def ask(self, recipe: str, messages: list[Message], sampling: Sampling) -> Completion:
+        """The teacher's answer, from the response cache if this exact request was ever paid for."""
+        cache_key = stable_hash("response", self.teacher_key, messages, sampling)
+        cached = self.ledger.response(cache_key)
+        if cached is not None:
+            return Completion(
+                cached.text, cached.prompt_tokens, cached.completion_tokens, cached.finish_reason, cached.endpoint
+            )
+        began = time.monotonic()
+        completion = await self.teacher.achat(messages, sampling)
+        stored = StoredResponse(
+            completion.text,
+            completion.finish_reason,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            completion.endpoint,
+        )
+        self.ledger.put_response(cache_key, self.teacher_key, recipe, stored, time.monotonic() - began)
+        return completion
 
     def questions_key(self, chunk: KeyedChunk, attempt: int) -> str:
         s = self.settings
@@ -123,7 +140,13 @@ class _Synthesiser:
     def _pair_key(question: str, answer: str) -> str:
         return stable_hash(normalise(question), normalise(answer))
 
-    def questions(self, chunk: KeyedChunk) -> tuple[list[str], list[str]]:
+    def _fail(self, key: str, kind: str, chunk: KeyedChunk, exc: Exception, extra: dict) -> None:
+        reason = f"teacher_error: {exc}" if str(exc) else f"teacher_error: {type(exc).__name__}"
+        self.failures[type(exc).__name__] += 1
+        payload = {"chunk": chunk.key, **extra}
+        self.ledger.put_item(Item(key, self.run_id, STAGE, kind, "failed", payload, reason[:500]), [chunk.key])
+
+    async def questions(self, chunk: KeyedChunk) -> tuple[list[str], list[str]]:
         """Up to questions_per_chunk distinct questions, asking again (new seed) while too few come back.
 
         Returns the questions and the keys of the ledger items they came from.
@@ -134,22 +157,26 @@ class _Synthesiser:
         for attempt in range(self.settings.question_attempts):
             key = self.questions_key(chunk, attempt)
             sources.append(key)
-            for question in self._ask_questions(chunk, key, wanted - len(questions)):
+            for question in await self._ask_questions(chunk, key, wanted - len(questions)):
                 questions.setdefault(normalise(question), question)
             if len(questions) >= wanted:
                 break
         return list(questions.values())[:wanted], sources
 
-    def _ask_questions(self, chunk: KeyedChunk, key: str, count: int) -> list[str]:
+    async def _ask_questions(self, chunk: KeyedChunk, key: str, count: int) -> list[str]:
         stored = self.ledger.item(key)
-        if stored is not None:
+        if stored is not None and stored.status != "failed":
             return stored.payload["questions"]
         values = {"business": self.business, "chunk": chunk.chunk.text, "count": count}
         messages: list[Message] = [
             {"role": "system", "content": self.prompts.render("questions.system", **values)},
             {"role": "user", "content": self.prompts.render("questions.user", **values)},
         ]
-        completion = self.teacher.chat(messages, self._sampling(key, 48 * count))
+        try:
+            completion = await self.ask("questions", messages, self._sampling(key, 48 * count))
+        except Exception as exc:
+            self._fail(key, "questions", chunk, exc, {"questions": []})
+            return []
         questions = parse_questions(completion.text, count)
         payload = {
             "chunk": chunk.key,
@@ -161,39 +188,42 @@ class _Synthesiser:
         self.ledger.put_item(Item(key, self.run_id, STAGE, "questions", status, payload, reason), [chunk.key])
         return questions
 
-    def answer(self, chunk: KeyedChunk, question: str, sources: list[str]) -> None:
+    async def answer(self, chunk: KeyedChunk, question: str, sources: list[str]) -> None:
         key = self.answer_key(chunk, question)
-        if self.ledger.has_item(key):
+        if self.ledger.is_settled(key):
             return
         values = {"business": self.business, "chunk": chunk.chunk.text, "question": question}
         messages: list[Message] = [
             {"role": "system", "content": self.prompts.render("answer.system", **values)},
             {"role": "user", "content": self.prompts.render("answer.user", **values)},
         ]
-        completion = self.teacher.chat(messages, self._sampling(key, self.settings.max_answer_tokens))
+        try:
+            completion = await self.ask("answer", messages, self._sampling(key, self.settings.max_answer_tokens))
+        except Exception as exc:
+            self._fail(key, "qa", chunk, exc, {"doc": chunk.chunk.doc, "question": question, "usage": [0, 0]})
+            return
         answer = completion.text.strip()
         reason = answer_problem(question, answer, completion.finish_reason, self.settings.min_answer_words)
-        with self._lock:
-            pair = self._pair_key(question, answer)
-            if reason is None and pair in self._seen_pairs:
-                reason = "duplicate"
-            payload = {
-                "chunk": chunk.key,
-                "doc": chunk.chunk.doc,
-                "question": question,
-                "answer": answer,
-                "messages": [
-                    {"role": "system", "content": self.system_prompt},
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": answer},
-                ],
-                "teacher": self.teacher_key,
-                "teacher_messages": messages,
-                "usage": [completion.prompt_tokens, completion.completion_tokens],
-            }
-            item = Item(key, self.run_id, STAGE, "qa", "ok" if reason is None else "rejected", payload, reason)
-            if self.ledger.put_item(item, [chunk.key, *sources]) and reason is None:
-                self._seen_pairs.add(pair)
+        pair = self._pair_key(question, answer)
+        if reason is None and pair in self._seen_pairs:
+            reason = "duplicate"
+        payload = {
+            "chunk": chunk.key,
+            "doc": chunk.chunk.doc,
+            "question": question,
+            "answer": answer,
+            "messages": [
+                {"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ],
+            "teacher": self.teacher_key,
+            "teacher_messages": messages,
+            "usage": [completion.prompt_tokens, completion.completion_tokens],
+        }
+        item = Item(key, self.run_id, STAGE, "qa", "ok" if reason is None else "rejected", payload, reason)
+        if self.ledger.put_item(item, [chunk.key, *sources]) and reason is None:
+            self._seen_pairs.add(pair)
 
 
 def run(project: Project, console: Console) -> StageReport:
@@ -216,65 +246,51 @@ def run(project: Project, console: Console) -> StageReport:
         return StageReport(STAGE, run_id, True, run.summary)
 
     teacher = open_teacher(config.teacher, project.root)
-    try:
-        synthesiser = _Synthesiser(project, run_id, teacher, splits)
-        synthesiser.remember_existing_pairs(chunks)
-        _generate(synthesiser, chunks, console)
-    finally:
-        teacher.close()
-    if synthesiser.errors:
-        reason, count = synthesiser.errors.most_common(1)[0]
-        total = sum(synthesiser.errors.values())
+    synthesiser = _Synthesiser(project, run_id, teacher)
+    synthesiser.remember_existing_pairs(chunks)
+    asyncio.run(_generate(synthesiser, chunks, console))
+    summary = _summarise(ledger, chunks, splits)
+    if synthesiser.failures:
+        reason, count = synthesiser.failures.most_common(1)[0]
+        total = sum(synthesiser.failures.values())
         ledger.fail_run(run_id, f"{total} teacher requests failed")
         raise AlambicError(
-            f"synth: {total} teacher requests failed (most often: {reason}, {count}x); "
+            f"synth: {total} teacher requests failed for good (most often {reason}, {count}x); "
             "run again to retry them, finished items are kept"
         )
-    summary = _summarise(ledger, chunks, splits)
     ledger.finish_run(run_id, summary)
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
 
 
-def _generate(synth: _Synthesiser, chunks: list[KeyedChunk], console: Console) -> None:
+async def _generate(synth: _Synthesiser, chunks: list[KeyedChunk], console: Console) -> None:
     per_chunk = synth.settings.questions_per_chunk
-    with progress_bar(console) as progress, ThreadPoolExecutor(max(1, synth.teacher.parallel)) as pool:
-        task = progress.add_task("synth: questions + answers", total=len(chunks) * (1 + per_chunk))
+    pending = iter(chunks)
+    try:
+        with progress_bar(console) as progress:
+            task = progress.add_task("synth: questions + answers", total=len(chunks) * (1 + per_chunk))
 
-        def guarded(work: Callable[..., None], *args: object) -> None:
-            try:
-                work(*args)
-            except AlambicError:
-                raise
-            except Exception as exc:
-                with synth._lock:
-                    synth.errors[type(exc).__name__] += 1
-            finally:
+            async def answer(chunk: KeyedChunk, question: str, sources: list[str]) -> None:
+                await synth.answer(chunk, question, sources)
                 progress.advance(task)
 
-        def ask_questions(chunk: KeyedChunk) -> list[Future[None]]:
-            questions, sources = synth.questions(chunk)
-            progress.advance(task, per_chunk - len(questions))
-            return [pool.submit(guarded, synth.answer, chunk, question, sources) for question in questions]
+            async def worker() -> None:
+                # Workers pull chunks one at a time, so memory stays flat however many chunks there are.
+                for chunk in pending:
+                    questions, sources = await synth.questions(chunk)
+                    progress.advance(task, 1 + per_chunk - len(questions))
+                    await asyncio.gather(*(answer(chunk, q, sources) for q in questions))
 
-        question_futures = [pool.submit(ask_questions, chunk) for chunk in chunks]
-        for future in question_futures:
-            try:
-                answer_futures = future.result()
-            except AlambicError:
-                raise
-            except Exception as exc:
-                synth.errors[type(exc).__name__] += 1
-                progress.advance(task, 1 + per_chunk)
-                continue
-            progress.advance(task)
-            for answer_future in answer_futures:
-                answer_future.result()
+            workers = max(1, min(len(chunks), synth.teacher.parallel))
+            await asyncio.gather(*(worker() for _ in range(workers)))
+    finally:
+        await synth.teacher.aclose()
 
 
 def _summarise(ledger: Ledger, chunks: list[KeyedChunk], splits: dict[str, str]) -> dict:
     wanted = {c.key for c in chunks}
     counts: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
+    failed = 0
     tokens = [0, 0]
     for item in ledger.items(STAGE, "qa"):
         if item.payload["chunk"] not in wanted:
@@ -283,16 +299,22 @@ def _summarise(ledger: Ledger, chunks: list[KeyedChunk], splits: dict[str, str])
         tokens[1] += item.payload["usage"][1]
         if item.status == "ok":
             counts[splits[item.payload["chunk"]]] += 1
+        elif item.status == "failed":
+            failed += 1
         else:
             rejected[item.reason or "unknown"] += 1
-    for item in ledger.items(STAGE, "questions", "rejected"):
-        if item.payload["chunk"] in wanted:
-            rejected[item.reason or "unknown"] += 1
+    for item in ledger.items(STAGE, "questions"):
+        if item.payload["chunk"] in wanted and item.status != "ok":
+            if item.status == "failed":
+                failed += 1
+            else:
+                rejected[item.reason or "unknown"] += 1
     return {
         "chunks": len(chunks),
         "splits": splits,
         "train_items": counts["train"],
         "heldout_items": counts["heldout"],
         "rejected": dict(rejected),
+        "failed": failed,
         "teacher_tokens": {"prompt": tokens[0], "completion": tokens[1]},
     }
