@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,36 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
         except httpx.HTTPError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+@contextmanager
+def mock_teacher(latency: float = 0.01, fault_rate: float = 0.0, tokens: int = 64, hang: float = 5.0) -> Iterator[str]:
+    """The loopback mock teacher (tests/mock_teacher.py) in its own process; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.mock_teacher",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+            "--fault-rate",
+            str(fault_rate),
+            "--tokens",
+            str(tokens),
+            "--hang",
+            str(hang),
+        ],
+        cwd=REPO,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ class TeacherSection(Section):
     timeout_s: float = Field(120.0, gt=0)
     concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight, over all replicas.")
     max_retries: int = Field(6, ge=0, le=100)
+    backoff_s: float = Field(0.5, gt=0, description="First retry waits up to this long; each next one doubles.")
     price_prompt_per_m: float = Field(0.0, ge=0, description="Price per million prompt tokens, for `status`.")
     price_completion_per_m: float = Field(0.0, ge=0, description="Price per million completion tokens.")
     n_ctx: int = Field(2048, ge=256)

@@ -34,6 +34,7 @@ def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
             section.concurrency,
             section.extra_body,
             section.max_retries,
+            section.backoff_s,
         )
     if section.backend == "llamacpp":
         from alambic.models.llamacpp import LlamaCppChat

@@ -1,0 +1,138 @@
+"""A loopback stand-in for a remote OpenAI-compatible teacher, with fixed latency and injected faults.
+
+Run: python -m tests.mock_teacher --port 8100 --latency 0.2 --tokens 64 --fault-rate 0.2
+
+Replies are a pure function of the request's seed, so a retried or re-sent request gets the same text.
+Whether an attempt faults is drawn per (request, attempt); the kinds take turns: 429 with Retry-After, 500, 503, a hang past the client's
+timeout, malformed JSON, and a body cut short. GET /stats tells what was asked and answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+from collections import Counter
+
+FAULTS = ("429", "500", "503", "hang", "malformed", "cut")
+
+
+class MockTeacher:
+    def __init__(self, latency: float, tokens: int, fault_rate: float, hang_s: float) -> None:
+        self.latency, self.tokens, self.fault_rate, self.hang_s = latency, tokens, fault_rate, hang_s
+        self.attempts: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.answered_seeds: list[int] = []
+
+    def reply_text(self, seed: int) -> str:
+        words_per_line = 8
+        lines = [f"Is request {seed} line {i} answered here today?" for i in range(self.tokens // words_per_line)]
+        return "\n".join(lines)
+
+    def fault_for(self, body: bytes) -> str | None:
+        digest = hashlib.sha256(body).hexdigest()
+        self.attempts[digest] += 1
+        draw = hashlib.sha256(f"{digest}:{self.attempts[digest]}".encode()).digest()
+        if int.from_bytes(draw[:4], "big") / 2**32 >= self.fault_rate:
+            return None
+        fault = FAULTS[sum(self.faults.values()) % len(FAULTS)]  # round robin, so every kind shows up
+        self.faults[fault] += 1
+        return fault
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    break
+                method, path, _ = request_line.decode().split(" ", 2)
+                headers = {}
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                if not await self.respond(method, path, body, writer):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def respond(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Write one response; False when the connection must be dropped."""
+        if method == "GET" and path.endswith("/models"):
+            return await send(writer, 200, json.dumps({"object": "list", "data": [{"id": "mock"}]}).encode())
+        if method == "GET" and path == "/stats":
+            stats = {
+                "answered_seeds": self.answered_seeds,
+                "faults": self.faults,
+                "requests": sum(self.attempts.values()),
+            }
+            return await send(writer, 200, json.dumps(stats).encode())
+        if method == "POST" and path == "/reset":
+            self.attempts.clear(), self.faults.clear(), self.answered_seeds.clear()
+            return await send(writer, 200, b"{}")
+        if not path.endswith("/chat/completions"):
+            return await send(writer, 404, b'{"error": "not found"}')
+        request = json.loads(body)
+        fault = self.fault_for(body)
+        await asyncio.sleep(self.latency)
+        if fault == "429":
+            return await send(writer, 429, b'{"error": "slow down"}', extra="Retry-After: 0.1\r\n")
+        if fault in ("500", "503"):
+            return await send(writer, int(fault), b'{"error": "teacher unavailable"}')
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+            return False
+        if fault == "malformed":
+            return await send(writer, 200, b'{"choices": [{"message": ')
+        seed = int(request.get("seed") or 0)
+        reply = {
+            "id": f"mock-{seed}",
+            "object": "chat.completion",
+            "model": request.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.reply_text(seed)},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": len(body) // 4, "completion_tokens": self.tokens},
+        }
+        payload = json.dumps(reply).encode()
+        if fault == "cut":
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload[:20])
+            await writer.drain()
+            return False
+        self.answered_seeds.append(seed)
+        return await send(writer, 200, payload)
+
+
+async def send(writer: asyncio.StreamWriter, status: int, body: bytes, extra: str = "") -> bool:
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    writer.write(head.encode() + body)
+    await writer.drain()
+    return True
+
+
+async def serve(port: int, teacher: MockTeacher) -> None:
+    server = await asyncio.start_server(teacher.handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--hang", type=float, default=30.0)
+    args = parser.parse_args()
+    asyncio.run(serve(args.port, MockTeacher(args.latency, args.tokens, args.fault_rate, args.hang)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The OpenAI-compatible teacher client against a loopback mock that injects faults."""
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from alambic.models.openai import CircuitBreaker, retry_after_seconds
+from alambic.store import Ledger
+
+from ..conftest import ALAMBIC, free_port, mock_teacher, run_cli, small_config, write_project
+from ..test_resume import kill_when
+
+SYNTH = "max_chunks = 10\nquestions_per_chunk = 3\nquestion_attempts = 1\nheldout_fraction = 0.2"
+
+
+def teacher(urls: list[str], concurrency: int = 8) -> str:
+    return (
+        f"backend = 'openai'\nbase_url = {json.dumps(urls)}\nmodel = 'mock'\ntimeout_s = 1.0\n"
+        f"concurrency = {concurrency}\nmax_retries = 8\nbackoff_s = 0.02"
+    )
+
+
+def qa_items(project: Path) -> dict[str, tuple]:
+    with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
+        return {i.key: (i.status, i.reason, i.payload.get("answer")) for i in ledger.items("synth", "qa")}
+
+
+def test_retry_after_accepts_seconds_and_dates() -> None:
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "2.5"})) == 2.5
+    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 < retry_after_seconds(httpx.Response(429, headers={"Retry-After": future})) <= 30
+    assert retry_after_seconds(httpx.Response(429)) is None
+
+
+def test_circuit_breaker_opens_then_lets_one_probe_through() -> None:
+    breaker = CircuitBreaker(threshold=3, cooldown_s=10)
+    for _ in range(3):
+        assert breaker.available(0)
+        breaker.on_failure(0)
+    assert not breaker.available(5)
+    assert breaker.available(10)
+    breaker.on_attempt()
+    assert not breaker.available(10.1)  # only one probe at a time
+    breaker.on_failure(10.2)
+    assert not breaker.available(15)
+    breaker.on_attempt()
+    breaker.on_success()
+    assert breaker.available(15) and breaker.failures == 0
+
+
+def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with mock_teacher(fault_rate=0.0) as clean_url:
+        clean = write_project(
+            tmp_path / "clean", small_config(tiny_model_dir, synth=SYNTH, teacher=teacher([clean_url]))
+        )
+        run_cli("synth", "--project", clean)
+    with mock_teacher(fault_rate=0.2, hang=3.0) as faulty_url:
+        config = small_config(tiny_model_dir, synth=SYNTH, teacher=teacher([faulty_url, dead]))
+        faulty = write_project(tmp_path / "faulty", config)
+        run_cli("synth", "--project", faulty)
+        stats = httpx.get(faulty_url.removesuffix("/v1") + "/stats").json()
+    assert set(stats["faults"]) == {"429", "500", "503", "hang", "malformed", "cut"}
+    expected = qa_items(clean)
+    assert len(expected) == 10 * 3
+    assert qa_items(faulty) == expected
+    assert len(stats["answered_seeds"]) == len(set(stats["answered_seeds"])) == 10 + 30
+
+
+def test_killed_run_never_resends_a_stored_request(tmp_path: Path, tiny_model_dir: Path) -> None:
+    synth = "max_chunks = 12\nquestions_per_chunk = 4\nquestion_attempts = 1\nheldout_fraction = 0.2"
+    with mock_teacher(latency=0.2) as url:
+        straight = write_project(tmp_path / "a", small_config(tiny_model_dir, synth=synth, teacher=teacher([url], 4)))
+        run_cli("synth", "--project", straight)
+        killed = write_project(tmp_path / "b", small_config(tiny_model_dir, synth=synth, teacher=teacher([url], 4)))
+        ledger_path = killed / ".alambic" / "ledger.sqlite"
+
+        def stored() -> int:
+            try:
+                with sqlite3.connect(ledger_path, timeout=10) as db:
+                    return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+
+        kill_when([*ALAMBIC, "synth", "--project", str(killed)], lambda: stored() >= 20)
+        with sqlite3.connect(ledger_path) as db:
+            paid = {int(text.split()[2]) for (text,) in db.execute("SELECT text FROM responses")}
+        httpx.post(url.removesuffix("/v1") + "/reset")
+        run_cli("synth", "--project", killed)
+        resent = httpx.get(url.removesuffix("/v1") + "/stats").json()["answered_seeds"]
+    assert paid and not paid & set(resent)
+    assert qa_items(killed) == qa_items(straight)
