@@ -148,28 +148,10 @@ def mock_teacher(latency: float = 0.01, fault_rate: float = 0.0, tokens: int = 6
 
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
-    """llama-cpp-python's OpenAI server on the embedded GGUF, on loopback."""
-    from alambic.models.embedded import embedded_gguf
-
+    """`alambic teacher serve`: llama-cpp-python's OpenAI server on the embedded GGUF, on loopback."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded_gguf()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--model_alias",
-            "SmolLM2-135M-Instruct",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*ALAMBIC, "teacher", "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)

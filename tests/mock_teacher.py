@@ -3,8 +3,9 @@
 Run: python -m tests.mock_teacher --port 8100 --latency 0.2 --tokens 64 --fault-rate 0.2
 
 Replies are a pure function of the request's seed, so a retried or re-sent request gets the same text.
-Whether an attempt faults is drawn per (request, attempt); the kinds take turns: 429 with Retry-After, 500, 503, a hang past the client's
-timeout, malformed JSON, and a body cut short. GET /stats tells what was asked and answered.
+Whether an attempt faults is drawn per (request, attempt); the kinds of fault take turns: 429 with
+Retry-After, 500, 503, a hang past the client's timeout, malformed JSON, and a body cut short.
+GET /stats tells what was asked and answered.
 """
 
 from __future__ import annotations

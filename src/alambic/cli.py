@@ -158,6 +158,37 @@ def serve(
         stage.serve(project_obj, console, host=host, port=port, quant=quant)
 
 
+teacher_app = typer.Typer(help="Work with the teacher model.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("serve")
+def teacher_serve(
+    model: Annotated[str, typer.Option(help="'embedded' or the path of a GGUF file.")] = "embedded",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    n_ctx: Annotated[int, typer.Option(help="Context size.")] = 2048,
+) -> None:
+    """Serve a GGUF teacher (the embedded one by default) as an OpenAI-compatible API, for `backend = 'openai'`."""
+    from alambic.models.embedded import EMBEDDED_NAME, embedded_gguf
+    from alambic.serve import serve_gguf
+
+    with user_errors():
+        _quiet_libraries()
+        gguf = embedded_gguf() if model == "embedded" else Path(model).expanduser().resolve()
+        if not gguf.is_file():
+            raise AlambicError(f"--model: {gguf} does not exist")
+        alias = EMBEDDED_NAME if model == "embedded" else gguf.stem
+        output.print(
+            f'In alambic.toml:  [teacher] backend = "openai"  base_url = "http://{host}:{port}/v1"  '
+            f'model = "{alias}"  extra_body = {{ repeat_penalty = 1.0 }}',
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        serve_gguf(gguf, alias, host, port, n_ctx, console)
+
+
 @app.command()
 def status(
     project: ProjectOption = Path("."),

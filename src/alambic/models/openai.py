@@ -119,12 +119,12 @@ class OpenAIChat:
             try:
                 response = httpx.get(f"{url}/models", headers=self._headers, timeout=self._timeout)
             except httpx.HTTPError as exc:
-                errors.append(f"{url} ({type(exc).__name__})")
+                errors.append(type(exc).__name__)
                 continue
             if response.status_code in (401, 403):
                 raise AlambicError(f"teacher.base_url {url} refused the API key (HTTP {response.status_code})")
             return
-        raise AlambicError(f"teacher.base_url {', '.join(errors)} does not answer")
+        raise AlambicError(f"teacher.base_url {', '.join(self._urls)} does not answer ({', '.join(set(errors))})")
 
     def _start(self) -> None:
         # Clients and the semaphore belong to the running event loop, so they are made on first use.

@@ -37,13 +37,16 @@ def create_app(gguf: Path, model_alias: str, n_ctx: int) -> FastAPI:
     )
 
 
-def serve(project: Project, console: Console, host: str | None, port: int | None, quant: str | None) -> None:
+def serve_gguf(gguf: Path, alias: str, host: str, port: int, n_ctx: int, console: Console) -> None:
     import uvicorn
 
+    app = create_app(gguf, alias, n_ctx)
+    console.print(f"serving {alias} ({gguf.name}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def serve(project: Project, console: Console, host: str | None, port: int | None, quant: str | None) -> None:
     settings = project.config.serve
     gguf = released_gguf(project, quant or settings.quant)
     alias = f"{project.config.project.name}-student"
-    host, port = host or settings.host, port or settings.port
-    app = create_app(gguf, alias, settings.n_ctx)
-    console.print(f"serving {alias} ({gguf.name}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve_gguf(gguf, alias, host or settings.host, port or settings.port, settings.n_ctx, console)

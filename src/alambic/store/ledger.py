@@ -68,6 +68,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             model TEXT NOT NULL,
             endpoint TEXT NOT NULL,
             recipe TEXT NOT NULL,
+            request TEXT NOT NULL,
             text TEXT NOT NULL,
             finish_reason TEXT NOT NULL,
             prompt_tokens INTEGER NOT NULL,
@@ -273,15 +274,18 @@ class Ledger:
         ).fetchone()
         return StoredResponse(*row) if row else None
 
-    def put_response(self, key: str, model: str, recipe: str, response: StoredResponse, seconds: float) -> None:
+    def put_response(
+        self, key: str, model: str, recipe: str, request: dict[str, Any], response: StoredResponse, seconds: float
+    ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     model,
                     response.endpoint,
                     recipe,
+                    json.dumps(request, ensure_ascii=False),
                     response.text,
                     response.finish_reason,
                     response.prompt_tokens,
@@ -290,6 +294,11 @@ class Ledger:
                     time.time(),
                 ),
             )
+
+    def requests(self) -> Iterator[dict[str, Any]]:
+        """Every request whose response was paid for, as sent (messages and sampling)."""
+        for (request,) in self._db.execute("SELECT request FROM responses ORDER BY created_at"):
+            yield json.loads(request)
 
     def usage(self) -> list[tuple[str, str, int, int, int]]:
         """(endpoint, recipe, requests, prompt tokens, completion tokens) of every paid teacher response."""
@@ -305,8 +314,9 @@ class Ledger:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(f"SELECT * FROM items{where} ORDER BY created_at, key", args).fetchall()
-        return (_item(row) for row in rows)
+        # Rows stream from the cursor, so reading a million items never holds them all in memory.
+        for row in self._db.execute(f"SELECT * FROM items{where} ORDER BY created_at, key", args):
+            yield _item(row)
 
     def item_counts(self) -> list[tuple[str, str, str, str | None, int]]:
         """(stage, kind, status, reason, count) rows."""

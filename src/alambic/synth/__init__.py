@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -99,7 +100,8 @@ class _Synthesiser:
             completion.completion_tokens,
             completion.endpoint,
         )
-        self.ledger.put_response(cache_key, self.teacher_key, recipe, stored, time.monotonic() - began)
+        request = {"messages": messages, "sampling": dataclasses.asdict(sampling)}
+        self.ledger.put_response(cache_key, self.teacher_key, recipe, request, stored, time.monotonic() - began)
         return completion
 
     def questions_key(self, chunk: KeyedChunk, attempt: int) -> str:

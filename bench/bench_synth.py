@@ -1,0 +1,170 @@
+"""synth against a loopback mock teacher (fixed latency, 64 completion tokens) and the real embedded
+teacher behind llama-cpp-python's server. Every ratio is against a peer or ideal measured in this run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import free_port, mock_teacher, wait_for_http  # noqa: E402
+
+from alambic.store import Ledger  # noqa: E402
+
+LATENCY = 0.2
+
+
+def make_project(root: Path, base_url: str, model: str, concurrency: int, chunks: int, extra: str = "") -> Path:
+    """A project of `chunks` small sections; each costs two teacher requests (one question, one answer)."""
+    (root / "docs").mkdir(parents=True)
+    sections = "\n\n".join(f"## Topic {i}\n\nFact number {i}: parcel {i} leaves on day {i % 7}." for i in range(chunks))
+    (root / "docs" / "facts.md").write_text(f"# Facts\n\n{sections}\n", encoding="utf-8")
+    (root / "alambic.toml").write_text(
+        f'[teacher]\nbackend = "openai"\nbase_url = "{base_url}"\nmodel = "{model}"\nconcurrency = {concurrency}\n'
+        f"{extra}\n[synth]\nquestions_per_chunk = 1\nquestion_attempts = 1\nheldout_fraction = 0.0\n"
+        "max_answer_tokens = 64\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def timed_synth(project: Path) -> dict:
+    """Run `alambic synth` in a child process; returns its wall time, peak RSS and request count."""
+    script = (
+        "import json, resource, sys, time\n"
+        "from pathlib import Path\n"
+        "from rich.console import Console\n"
+        "from alambic import synth\nfrom alambic.project import Project\n"
+        "project = Project.open(Path(sys.argv[1]))\n"
+        "began = time.monotonic()\n"
+        "report = synth.run(project, Console(quiet=True))\n"
+        "seconds = time.monotonic() - began\n"
+        "requests = sum(row[2] for row in project.ledger.usage())\n"
+        "tokens = sum(row[4] for row in project.ledger.usage())\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(json.dumps({'seconds': seconds, 'requests': requests, 'tokens': tokens, 'rss': rss}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(project)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def figure(name: str, value: float, unit: str, peer: str, peer_value: float, goal: str) -> dict:
+    return {
+        "figure": name,
+        "value": value,
+        "unit": unit,
+        "peer": peer,
+        "peer_value": peer_value,
+        "ratio": value / peer_value,
+        "goal": goal,
+    }
+
+
+def vs_ideal(tmp: Path) -> list[dict]:
+    figures = []
+    with mock_teacher(latency=LATENCY, tokens=64) as url:
+        for in_flight in (16, 64, 256):
+            # About eight seconds of ideal work at each level, so that start-up is a small share.
+            chunks = max(200, int(in_flight / LATENCY * 8 / 2))
+            result = timed_synth(make_project(tmp / f"ideal-{in_flight}", url, "mock", in_flight, chunks))
+            ideal = in_flight / LATENCY
+            figures.append(
+                figure(
+                    f"synth-vs-ideal-{in_flight}",
+                    result["requests"] / result["seconds"],
+                    "requests/s",
+                    f"ideal ({in_flight} in flight / {LATENCY}s)",
+                    ideal,
+                    ">=0.9 until client CPU-bound",
+                )
+            )
+    return figures
+
+
+def memory(tmp: Path) -> list[dict]:
+    rss = {}
+    with mock_teacher(latency=0.002, tokens=64) as url:
+        for items in (1_000, 20_000):
+            result = timed_synth(make_project(tmp / f"mem-{items}", url, "mock", 64, items // 2))
+            rss[items] = result
+    small, large = rss[1_000], rss[20_000]
+    return [
+        figure(
+            "synth-memory-20k-vs-1k", large["rss"] / 2**20, "MiB peak RSS", "1k items", small["rss"] / 2**20, "<=1.2"
+        ),
+        figure(
+            "synth-time-20k-vs-1k",
+            large["seconds"],
+            "s",
+            "1k items x 20 (linear)",
+            small["seconds"] * 20,
+            "~1.0 (linear)",
+        ),
+    ]
+
+
+def vs_llama_server(tmp: Path) -> list[dict]:
+    """alambic's completion tokens/s through the server vs the server's own, both at the same parallelism."""
+    from alambic.models.embedded import embedded_gguf
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_gguf()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for_http(f"{base}/models", server)
+        result = timed_synth(
+            make_project(tmp / "llama", base, "teacher", 1, 12, "extra_body = { repeat_penalty = 1.0 }")
+        )
+        ours = result["tokens"] / result["seconds"]
+        # The server alone: exactly the requests synth sent, replayed back to back by a bare HTTP client.
+        with Ledger(tmp / "llama" / ".alambic" / "ledger.sqlite") as ledger:
+            requests = list(ledger.requests())
+        tokens, began = 0, time.monotonic()
+        with httpx.Client(timeout=120) as client:
+            for request in requests:
+                sampling = request["sampling"]
+                body = {
+                    "messages": request["messages"],
+                    "temperature": sampling["temperature"],
+                    "top_p": sampling["top_p"],
+                    "max_tokens": sampling["max_tokens"],
+                    "seed": sampling["seed"],
+                    "repeat_penalty": 1.0,
+                }
+                tokens += client.post(f"{base}/chat/completions", json=body).json()["usage"]["completion_tokens"]
+        raw = tokens / (time.monotonic() - began)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return [figure("synth-vs-llama-server", ours, "completion tok/s", "llama-cpp-python server, raw", raw, ">=0.9")]
+
+
+def run() -> list[dict]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        return vs_ideal(Path(tmp)) + memory(Path(tmp)) + vs_llama_server(Path(tmp))
