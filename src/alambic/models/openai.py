@@ -18,6 +18,8 @@ from alambic.errors import AlambicError
 from alambic.models.base import Completion, Message, Sampling
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# httpcore scans its whole pool on every request; several small pools keep that scan short at high concurrency.
+CONNECTIONS_PER_POOL = 16
 
 
 class TeacherError(Exception):
@@ -59,9 +61,14 @@ class CircuitBreaker:
 @dataclass
 class Endpoint:
     url: str
-    client: httpx.AsyncClient
+    pools: list[httpx.AsyncClient]
     outstanding: int = 0
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    _turn: int = 0
+
+    def client(self) -> httpx.AsyncClient:
+        self._turn = (self._turn + 1) % len(self.pools)
+        return self.pools[self._turn]
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -128,9 +135,17 @@ class OpenAIChat:
 
     def _start(self) -> None:
         # Clients and the semaphore belong to the running event loop, so they are made on first use.
-        limits = httpx.Limits(max_connections=self.parallel, max_keepalive_connections=self.parallel)
+        size = min(self.parallel, CONNECTIONS_PER_POOL)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        pools = -(-self.parallel // size)
         self._endpoints = [
-            Endpoint(url, httpx.AsyncClient(base_url=url, headers=self._headers, timeout=self._timeout, limits=limits))
+            Endpoint(
+                url,
+                [
+                    httpx.AsyncClient(base_url=url, headers=self._headers, timeout=self._timeout, limits=limits)
+                    for _ in range(pools)
+                ],
+            )
             for url in self._urls
         ]
         self._semaphore = asyncio.Semaphore(self.parallel)
@@ -186,7 +201,7 @@ class OpenAIChat:
         """One try: a completion, or (None, seconds the server asked us to wait, why it failed)."""
         began = time.monotonic()
         try:
-            response = await endpoint.client.post("/chat/completions", json=body)
+            response = await endpoint.client().post("/chat/completions", json=body)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             endpoint.breaker.on_failure(time.monotonic())
             return None, None, f"{type(exc).__name__} from {endpoint.url}"
@@ -218,4 +233,5 @@ class OpenAIChat:
 
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
-            await endpoint.client.aclose()
+            for pool in endpoint.pools:
+                await pool.aclose()
