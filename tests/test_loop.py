@@ -65,6 +65,25 @@ def test_release_manifest_hashes_and_lineage(finished_project: Path) -> None:
         assert manifest["lineage"]["dataset"].startswith("dataset-")
 
 
+def test_released_chat_template_defaults_to_the_trained_system_prompt(finished_project: Path) -> None:
+    from alambic.config import load_config
+    from alambic.models.hf import load_tokenizer
+    from alambic.models.llamacpp import load_llama
+
+    system = load_config(finished_project / "alambic.toml").project.resolved_system_prompt()
+    with Ledger(finished_project / ".alambic" / "ledger.sqlite") as ledger:
+        release = ledger.latest_done("release")
+    tokenizer = load_tokenizer(Path(release.summary["dir"]) / "hf")
+    user_only = [{"role": "user", "content": "هل تشحنون إلى مصر؟"}]
+    with_system = [{"role": "system", "content": system}, *user_only]
+    rendered = tokenizer.apply_chat_template(user_only, tokenize=False, add_generation_prompt=True)
+    assert rendered == tokenizer.apply_chat_template(with_system, tokenize=False, add_generation_prompt=True)
+    other = [{"role": "system", "content": "Be terse."}, *user_only]
+    assert system not in tokenizer.apply_chat_template(other, tokenize=False)
+    gguf = load_llama(Path(release.summary["gguf"]["f16"]))
+    assert system in gguf.metadata["tokenizer.chat_template"]
+
+
 def test_gguf_answers_like_the_transformers_student(finished_project: Path) -> None:
     import torch
 

@@ -30,7 +30,7 @@ def run(project: Project, console: Console) -> StageReport:
     student = ledger.artifact(f"student-{distill_run.id}")
     if student is None or not Path(student.path).is_dir():
         raise AlambicError(f"the student of {distill_run.id} is missing from .alambic/artifacts; run distill again")
-    config_hash = settings.fingerprint()
+    config_hash = stable_hash(settings.fingerprint(), project.config.project.resolved_system_prompt())
     run_id = f"release-{stable_hash(config_hash, student.sha256)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
     if run.state == "done":
@@ -41,7 +41,7 @@ def run(project: Project, console: Console) -> StageReport:
     hf_dir, gguf_dir = out_dir / "hf", out_dir / "gguf"
     name = f"{project.config.project.name}-student"
     with console.status("release: merging and saving safetensors"):
-        _save_merged(Path(student.path), hf_dir)
+        _save_merged(Path(student.path), hf_dir, project.config.project.resolved_system_prompt())
     files = {f"{name}-{quant}.gguf": quant for quant in settings.gguf}
     gguf_dir.mkdir(parents=True)
     f16 = gguf_dir / f"{name}-f16.gguf"
@@ -76,14 +76,28 @@ def run(project: Project, console: Console) -> StageReport:
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
 
 
-def _save_merged(student_dir: Path, hf_dir: Path) -> None:
+def with_default_system_prompt(template: str, system_prompt: str) -> str:
+    """The chat template, made to start with the system prompt the student was trained with
+    whenever a client sends none, so that the served model keeps the persona it learnt."""
+    literal = json.dumps(system_prompt, ensure_ascii=False)
+    prefix = (
+        "{%- if not messages or messages[0]['role'] != 'system' -%}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages -%}}"
+        "{%- endif -%}"
+    )
+    return prefix + template
+
+
+def _save_merged(student_dir: Path, hf_dir: Path, system_prompt: str) -> None:
     from alambic.models.hf import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(student_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(hf_dir, safe_serialization=True)
-    load_tokenizer(student_dir).save_pretrained(hf_dir)
+    tokenizer = load_tokenizer(student_dir)
+    tokenizer.chat_template = with_default_system_prompt(tokenizer.chat_template, system_prompt)
+    tokenizer.save_pretrained(hf_dir)
 
 
 def _manifest(
