@@ -16,7 +16,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port, mock_teacher, wait_for_http  # noqa: E402
+from tests.conftest import free_port, mock_teacher, serving  # noqa: E402
 
 from alambic.store import Ledger  # noqa: E402
 
@@ -114,29 +114,9 @@ def memory(tmp: Path) -> list[dict]:
 
 def vs_llama_server(tmp: Path) -> list[dict]:
     """alambic's completion tokens/s through the server vs the server's own, both at the same parallelism."""
-    from alambic.models.embedded import embedded_gguf
-
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded_gguf()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for_http(f"{base}/models", server)
+    command = [sys.executable, "-m", "alambic", "teacher", "serve", "--port", str(port)]
+    with serving(command, port) as base:
         result = timed_synth(
             make_project(tmp / "llama", base, "teacher", 1, 12, "extra_body = { repeat_penalty = 1.0 }")
         )
@@ -158,9 +138,6 @@ def vs_llama_server(tmp: Path) -> list[dict]:
                 }
                 tokens += client.post(f"{base}/chat/completions", json=body).json()["usage"]["completion_tokens"]
         raw = tokens / (time.monotonic() - began)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return [figure("synth-vs-llama-server", ours, "completion tok/s", "llama-cpp-python server, raw", raw, ">=0.9")]
 
 

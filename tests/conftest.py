@@ -117,45 +117,30 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
 
 
 @contextmanager
-def mock_teacher(latency: float = 0.01, fault_rate: float = 0.0, tokens: int = 64, hang: float = 5.0) -> Iterator[str]:
-    """The loopback mock teacher (tests/mock_teacher.py) in its own process; yields its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.mock_teacher",
-            "--port",
-            str(port),
-            "--latency",
-            str(latency),
-            "--fault-rate",
-            str(fault_rate),
-            "--tokens",
-            str(tokens),
-            "--hang",
-            str(hang),
-        ],
-        cwd=REPO,
-    )
+def serving(command: list[str], port: int) -> Iterator[str]:
+    """Run an OpenAI-compatible server on loopback in its own process; yields its /v1 base URL."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def mock_teacher(latency: float = 0.01, fault_rate: float = 0.0, tokens: int = 64, hang: float = 5.0) -> Iterator[str]:
+    """The loopback mock teacher (tests/mock_teacher.py) in its own process; yields its base URL."""
+    port = free_port()
+    options = {"--latency": latency, "--fault-rate": fault_rate, "--tokens": tokens, "--hang": hang}
+    command = [sys.executable, "-m", "tests.mock_teacher", "--port", str(port)]
+    with serving(command + [str(part) for pair in options.items() for part in pair], port) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
     """`alambic teacher serve`: llama-cpp-python's OpenAI server on the embedded GGUF, on loopback."""
     port = free_port()
-    process = subprocess.Popen(
-        [*ALAMBIC, "teacher", "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving([*ALAMBIC, "teacher", "serve", "--port", str(port)], port) as url:
+        yield url

@@ -1,8 +1,6 @@
 """The whole loop on a small project: honest split, report, release files, GGUF and serving."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,7 +10,7 @@ from alambic.hashing import file_sha256
 from alambic.store import Ledger
 from alambic.store.datasets import latest_synth_run, split_items
 
-from .conftest import free_port, run_cli, wait_for_http
+from .conftest import ALAMBIC, free_port, run_cli, serving
 
 pytestmark = pytest.mark.integration
 
@@ -128,14 +126,8 @@ def test_gguf_tokenizer_round_trips_arabic(finished_project: Path) -> None:
 
 def test_serve_answers_openai_requests(finished_project: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "alambic", "serve", "--project", str(finished_project), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for_http(f"{base}/models", process)
+    command = [*ALAMBIC, "serve", "--project", str(finished_project), "--port", str(port)]
+    with serving(command, port) as base:
         models = httpx.get(f"{base}/models").json()
         assert models["data"][0]["id"] == "test-shop-student"
         body = {
@@ -153,6 +145,3 @@ def test_serve_answers_openai_requests(finished_project: Path) -> None:
                     chunks.append(json.loads(line[6:]))
         streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         assert len(chunks) > 1 and streamed == reply["choices"][0]["message"]["content"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
