@@ -17,7 +17,7 @@ from alambic.evaluate.report import write_report
 from alambic.hashing import stable_hash
 from alambic.models import ChatModel, Completion, Message, Sampling, open_teacher, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
-from alambic.models.hf import HFChat
+from alambic.models.hf import HFChat, load_causal_lm, load_tokenizer
 from alambic.project import Project
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
@@ -32,7 +32,7 @@ class Contestant:
     role: str
     label: str
     with_chunk: bool
-    model_dir: Path | None  # a local transformers model, whose held-out loss we can measure
+    model_dir: Path | None  # a local transformers model (base and student)
 
 
 def run(project: Project, console: Console) -> StageReport:
@@ -56,12 +56,13 @@ def run(project: Project, console: Console) -> StageReport:
     contestants = [
         Contestant("base", "base (untrained)", False, init_dir),
         Contestant("student", "student", False, student_dir),
-        Contestant("teacher", "teacher", False, teacher_dir),
+        Contestant("teacher", "teacher", False, None),
         Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
+    losses: dict[str, float] = {}
     with progress_bar(console) as progress:
         task = progress.add_task("evaluate: answering", total=len(heldout) * len(contestants))
 
@@ -72,6 +73,7 @@ def run(project: Project, console: Console) -> StageReport:
             assert contestant.model_dir is not None
             model = HFChat.from_dir(contestant.model_dir, contestant.role)
             sizes[contestant.role] = _hf_size(model.model)
+            losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
             pending = _Answers(ledger, run_id, contestant, heldout, advance)
             answers[contestant.role] = _answer_locally(pending, model, sampling)
         teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in contestants[2:]]
@@ -79,6 +81,8 @@ def run(project: Project, console: Console) -> StageReport:
             asyncio.run(_answer_with_teacher(open_teacher(config.teacher, project.root), teacher_answers, sampling))
         for contestant, pending in zip(contestants[2:], teacher_answers, strict=True):
             answers[contestant.role] = pending.result()
+    if teacher_dir is not None:
+        losses["teacher"] = _heldout_loss(load_causal_lm(teacher_dir), load_tokenizer(teacher_dir), heldout)
 
     embedder = Embedder(minilm_dir())
     references = [item.payload["answer"] for item in heldout]
@@ -94,7 +98,7 @@ def run(project: Project, console: Console) -> StageReport:
                 "label": contestant.label,
                 "f1": sum(map(token_f1, texts, references)) / len(texts),
                 "cosine": sum(cosines) / len(cosines),
-                "heldout_loss": _heldout_loss(contestant.model_dir, heldout) if contestant.model_dir else None,
+                "heldout_loss": losses.get(contestant.role),
                 "tokens_per_second": tokens / seconds if seconds else 0.0,
                 "size": sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
             }
@@ -185,12 +189,9 @@ async def _answer_with_teacher(teacher: ChatModel, all_answers: list[_Answers], 
         await teacher.aclose()
 
 
-def _heldout_loss(model_dir: Path, heldout: list[Item]) -> float:
+def _heldout_loss(model: Any, tokenizer: Any, heldout: list[Item]) -> float:
     from alambic.distill.train import encode, mean_loss
-    from alambic.models.hf import load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(model_dir)
-    model = load_causal_lm(model_dir)
     examples = [encode(tokenizer, item.payload["messages"], 1024) for item in heldout]
     return mean_loss(model, examples, tokenizer.pad_token_id)
 

@@ -36,7 +36,7 @@ def native_stderr_captured() -> Iterator[list[str]]:
             lines.extend(capture.read().decode("utf-8", "replace").splitlines())
 
 
-def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama:
+def load_llama(path: Path, n_ctx: int = 2048) -> Llama:
     if not path.is_file():
         raise AlambicError(f"{path}: GGUF file does not exist")
     from llama_cpp import Llama
@@ -47,7 +47,6 @@ def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=os.cpu_count() or 1,
-                logits_all=logits_all,
                 verbose=False,
             )
     except ValueError as exc:

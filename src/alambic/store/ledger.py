@@ -214,11 +214,8 @@ class Ledger:
         row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _run(row) if row else None
 
-    def runs(self, stage: str | None = None) -> list[Run]:
-        query, args = "SELECT * FROM runs", ()
-        if stage:
-            query, args = query + " WHERE stage = ?", (stage,)
-        return [_run(row) for row in self._db.execute(query + " ORDER BY started_at", args)]
+    def runs(self) -> list[Run]:
+        return [_run(row) for row in self._db.execute("SELECT * FROM runs ORDER BY started_at")]
 
     def latest_done(self, stage: str) -> Run | None:
         row = self._db.execute(
