@@ -17,6 +17,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "src" / "alambic" / "examples" / "support-desk"
 ALAMBIC = [sys.executable, "-m", "alambic"]
+GROUNDED_ONLY = 'max_rounds = 1\nrecipes = { "grounded-qa" = 1.0 }'
+# Every recipe, for the mock teacher (which answers each kind of prompt in the form asked).
+FULL_MIX = """max_chunks = 8
+questions_per_chunk = 3
+heldout_fraction = 0.25
+target = 48
+recipes = { "grounded-qa" = 0.5, "self-instruct" = 0.1, "evol-instruct" = 0.1, "dialogue" = 0.1, \
+"persona-voice" = 0.1, "safety" = 0.1 }
+seed_tasks = ["Suggest a coffee for a moka pot.", "Write a thank-you note for a loyal customer.", \
+"Explain how to store beans."]
+persona = { creator = "Layla of Qahwa Lane", posts = ["New single origin from Yemen today!", \
+"مرحبا! جربوا قهوتنا الجديدة من اليمن"] }
+"""
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +78,8 @@ def small_config(tiny_model_dir: Path, **sections: str) -> str:
     defaults = {
         "project": 'name = "test-shop"\nbusiness = "Qahwa Lane Roasters, a coffee roastery"',
         "teacher": 'backend = "llamacpp"\nmodel = "embedded"',
-        "synth": "max_chunks = 6\nquestions_per_chunk = 2\nmax_answer_tokens = 64\nheldout_fraction = 0.34",
+        "synth": "max_chunks = 6\nquestions_per_chunk = 2\nmax_answer_tokens = 64\nheldout_fraction = 0.34\n"
+        + GROUNDED_ONLY,
         "distill": f'base = "{tiny_model_dir}"\nprune_layers = 2\nepochs = 2\nbatch_size = 4\ncheckpoint_every = 1',
         "evaluate": "max_questions = 3\nmax_new_tokens = 16",
         "release": 'gguf = ["f16"]',

@@ -2,7 +2,8 @@
 
 Run: python -m tests.mock_teacher --port 8100 --latency 0.2 --tokens 64 --fault-rate 0.2
 
-Replies are a pure function of the request's seed, so a retried or re-sent request gets the same text.
+Replies are a pure function of the request, so a retried or re-sent request gets the same text: lines of
+questions, a refusal when the system prompt asks to refuse, or JSON that fits a requested schema.
 Whether an attempt faults is drawn per (request, attempt); the kinds of fault take turns: 429 with
 Retry-After, 500, 503, a hang past the client's timeout, malformed JSON, and a body cut short.
 GET /stats tells what was asked and answered.
@@ -26,7 +27,16 @@ class MockTeacher:
         self.faults: Counter[str] = Counter()
         self.answered_seeds: list[int] = []
 
-    def reply_text(self, seed: int) -> str:
+    def reply_text(self, seed: int, request: dict | None = None) -> str:
+        request = request or {}
+        schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema")
+        if schema is None:
+            schema = (request.get("response_format") or {}).get("schema")
+        if schema is not None:
+            return json.dumps(schema_instance(schema, seed))
+        system = next((m["content"] for m in request.get("messages", []) if m["role"] == "system"), "")
+        if "refuse" in system:
+            return f"I'm sorry, but I can't help with that (request {seed}). I can help you choose a coffee instead."
         words_per_line = 8
         lines = [f"Is request {seed} line {i} answered here today?" for i in range(self.tokens // words_per_line)]
         return "\n".join(lines)
@@ -96,8 +106,9 @@ class MockTeacher:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.reply_text(seed)},
+                    "message": {"role": "assistant", "content": self.reply_text(seed, request)},
                     "finish_reason": "stop",
+                    "logprobs": token_logprobs(request, self.tokens),
                 }
             ],
             "usage": {"prompt_tokens": len(body) // 4, "completion_tokens": self.tokens},
@@ -109,6 +120,29 @@ class MockTeacher:
             return False
         self.answered_seeds.append(seed)
         return await send(writer, 200, payload)
+
+
+def schema_instance(schema: dict, seed: int, index: int = 0) -> object:
+    """A value that fits a JSON schema (objects, arrays, enums, strings); array items take enums in turn."""
+    if "enum" in schema:
+        return schema["enum"][index % len(schema["enum"])]
+    if schema.get("type") == "object":
+        return {name: schema_instance(sub, seed, index) for name, sub in schema.get("properties", {}).items()}
+    if schema.get("type") == "array":
+        return [schema_instance(schema["items"], seed, i) for i in range(schema.get("minItems", 1))]
+    return f"Reply {seed} part {index}: the parcel leaves on Monday, as promised."
+
+
+def token_logprobs(request: dict, tokens: int) -> dict | None:
+    """OpenAI-style per-token logprobs with `top_logprobs` alternatives, when the request asks for them."""
+    if not request.get("logprobs"):
+        return None
+    k = int(request.get("top_logprobs") or 0)
+    content = []
+    for i in range(tokens):
+        top = [{"token": f"t{i}_{j}", "logprob": -0.1 - j, "bytes": None} for j in range(k)]
+        content.append({"token": f"t{i}_0", "logprob": -0.1, "bytes": None, "top_logprobs": top})
+    return {"content": content}
 
 
 async def send(writer: asyncio.StreamWriter, status: int, body: bytes, extra: str = "") -> bool:

@@ -12,10 +12,10 @@ import torch
 
 from alambic.store import Ledger
 
-from .conftest import ALAMBIC, run_cli, small_config, write_project
+from .conftest import ALAMBIC, GROUNDED_ONLY, run_cli, small_config, write_project
 
 pytestmark = pytest.mark.integration
-SYNTH = "max_chunks = 5\nquestions_per_chunk = 2\nmax_answer_tokens = 64\nheldout_fraction = 0.2"
+SYNTH = "max_chunks = 5\nquestions_per_chunk = 2\nmax_answer_tokens = 64\nheldout_fraction = 0.2\n" + GROUNDED_ONLY
 
 
 def count(project: Path, kind: str) -> int:

@@ -50,6 +50,10 @@ class TeacherSection(Section):
         default_factory=dict,
         description="Extra fields sent with every openai request (server-specific sampling, e.g. top_k).",
     )
+    json_mode: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="How JSON answers are constrained: OpenAI/vLLM `json_schema`, or llama-cpp-python's `json_object`.",
+    )
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> TeacherSection:
@@ -63,16 +67,70 @@ class TeacherSection(Section):
         return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
+RECIPES = ("grounded-qa", "self-instruct", "evol-instruct", "dialogue", "persona-voice", "safety")
+
+
+class PersonaSection(Section):
+    creator: str = Field("the creator", description="Whose voice the replies are written in.")
+    posts: list[str] = Field(default_factory=list, description="A few sample posts in the creator's voice.")
+    posts_file: str | None = Field(None, description="A text file of sample posts, separated by blank lines.")
+
+
 class SynthSection(Section):
+    target: int | None = Field(
+        None, ge=1, description="Accepted items wanted over all recipes; null: one pass of grounded-qa's size."
+    )
+    recipes: dict[str, float] = Field(
+        default_factory=lambda: {"grounded-qa": 0.8, "evol-instruct": 0.1, "dialogue": 0.05, "safety": 0.05},
+        description="Weight of each recipe in the mix.",
+    )
+    max_rounds: int = Field(3, ge=1, le=100, description="Passes a recipe may make over its inputs to fill its count.")
     chunk_chars: int = Field(900, ge=200, le=20000)
-    questions_per_chunk: int = Field(5, ge=1, le=50)
-    question_attempts: int = Field(3, ge=1, le=10, description="Ask again (new seed) while too few questions.")
+    questions_per_chunk: int = Field(5, ge=1, le=50, description="Questions asked per chunk and round.")
     max_chunks: int | None = Field(None, ge=1)
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_answer_tokens: int = Field(160, ge=8)
     min_answer_words: int = Field(4, ge=1)
+    dialogue_max_tokens: int = Field(512, ge=64)
+    seed_tasks: list[str] = Field(default_factory=list, description="Example tasks for self-instruct.")
+    persona: PersonaSection = Field(default_factory=PersonaSection)
+    import_paths: list[str] = Field(
+        default_factory=list, description="Conversation logs to import: OpenAI-format .jsonl or question,answer .csv."
+    )
+    logprobs: int = Field(0, ge=0, le=20, description="Store the teacher's top-k logprobs of each answer (0: off).")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_recipes(self) -> SynthSection:
+        unknown = sorted(set(self.recipes) - set(RECIPES))
+        if unknown:
+            raise ValueError(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
+        if any(weight < 0 for weight in self.recipes.values()) or not any(self.recipes.values()):
+            raise ValueError("recipe weights must be >= 0 and not all zero")
+        return self
+
+
+class CurateSection(Section):
+    min_chars: int = Field(2, ge=0, description="Shortest answer kept.")
+    max_chars: int = Field(4000, ge=1, description="Longest answer kept.")
+    language_check: bool = Field(True, description="Reject answers not in the script of their question.")
+    minhash_threshold: float = Field(
+        0.7, gt=0, le=1, description="Jaccard similarity above which items are duplicates."
+    )
+    minhash_perm: int = Field(128, ge=16, le=1024)
+    shingle_words: int = Field(2, ge=1, le=8)
+    embedding_threshold: float = Field(0.95, gt=0, le=1, description="Cosine above which items are duplicates.")
+    decontam_ngram: int = Field(8, ge=3, le=32, description="Word n-gram length that counts as an eval leak.")
+    eval_paths: list[str] = Field(default_factory=list, description="More evaluation sets (.jsonl) to decontaminate.")
+    judge: bool = Field(True, description="Have the teacher score each item 1-5 on a rubric.")
+    judge_min_score: float = Field(3.0, ge=1, le=5)
+    judge_reask_fraction: float = Field(
+        0.2, ge=0, le=1, description="Share of items judged twice, to measure agreement."
+    )
+    judge_min_agreement: float = Field(
+        0.7, ge=0, le=1, description="Below this self-agreement the judge's verdicts are reported, not applied."
+    )
 
 
 class DistillSection(Section):
@@ -111,6 +169,7 @@ class Config(Section):
     project: ProjectSection = Field(default_factory=ProjectSection)
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     synth: SynthSection = Field(default_factory=SynthSection)
+    curate: CurateSection = Field(default_factory=CurateSection)
     distill: DistillSection = Field(default_factory=DistillSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     release: ReleaseSection = Field(default_factory=ReleaseSection)
@@ -119,7 +178,8 @@ class Config(Section):
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "synth": {"questions_per_chunk": 2, "max_chunks": 12, "max_answer_tokens": 96},
+        "synth": {"questions_per_chunk": 2, "max_chunks": 12, "max_answer_tokens": 96, "max_rounds": 1},
+        "curate": {"judge_reask_fraction": 0.1},
         "distill": {"epochs": 1.0, "checkpoint_every": 10},
         "evaluate": {"max_questions": 6, "max_new_tokens": 48},
         "release": {"gguf": ["f16"]},

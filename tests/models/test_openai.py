@@ -10,10 +10,8 @@ import httpx
 from alambic.models.openai import CircuitBreaker, retry_after_seconds
 from alambic.store import Ledger
 
-from ..conftest import ALAMBIC, free_port, mock_teacher, run_cli, small_config, write_project
+from ..conftest import ALAMBIC, FULL_MIX, free_port, mock_teacher, run_cli, small_config, write_project
 from ..test_resume import kill_when
-
-SYNTH = "max_chunks = 10\nquestions_per_chunk = 3\nquestion_attempts = 1\nheldout_fraction = 0.2"
 
 
 def teacher(urls: list[str], concurrency: int = 8) -> str:
@@ -23,9 +21,14 @@ def teacher(urls: list[str], concurrency: int = 8) -> str:
     )
 
 
-def qa_items(project: Path) -> dict[str, tuple]:
+def synth_items(project: Path) -> dict[str, tuple]:
+    """Every item of every recipe (and the intermediate ones: questions, tasks, requests, comments)."""
     with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
-        return {i.key: (i.status, i.reason, i.payload.get("answer")) for i in ledger.items("synth", "qa")}
+        return {
+            i.key: (i.kind, i.status, i.reason, i.payload.get("answer"), i.payload.get("messages"))
+            for i in ledger.items("synth")
+            if i.run_id != "-"
+        }
 
 
 def test_retry_after_accepts_seconds_and_dates() -> None:
@@ -55,23 +58,26 @@ def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path: Path, tiny_m
     dead = f"http://127.0.0.1:{free_port()}/v1"
     with mock_teacher(fault_rate=0.0) as clean_url:
         clean = write_project(
-            tmp_path / "clean", small_config(tiny_model_dir, synth=SYNTH, teacher=teacher([clean_url]))
+            tmp_path / "clean", small_config(tiny_model_dir, synth=FULL_MIX, teacher=teacher([clean_url]))
         )
         run_cli("synth", "--project", clean)
     with mock_teacher(fault_rate=0.2, hang=3.0) as faulty_url:
-        config = small_config(tiny_model_dir, synth=SYNTH, teacher=teacher([faulty_url, dead]))
+        config = small_config(tiny_model_dir, synth=FULL_MIX, teacher=teacher([faulty_url, dead]))
         faulty = write_project(tmp_path / "faulty", config)
         run_cli("synth", "--project", faulty)
         stats = httpx.get(faulty_url.removesuffix("/v1") + "/stats").json()
     assert set(stats["faults"]) == {"429", "500", "503", "hang", "malformed", "cut"}
-    expected = qa_items(clean)
-    assert len(expected) == 10 * 3
-    assert qa_items(faulty) == expected
-    assert len(stats["answered_seeds"]) == len(set(stats["answered_seeds"])) == 10 + 30
+    expected = synth_items(clean)
+    kinds = {kind for kind, *_ in expected.values()}
+    assert {"qa", "self-instruct", "evol-instruct", "dialogue", "persona-voice", "safety"} <= kinds
+    assert synth_items(faulty) == expected
+    with Ledger(clean / ".alambic" / "ledger.sqlite") as ledger:
+        paid = sum(row[2] for row in ledger.usage())
+    assert len(stats["answered_seeds"]) == len(set(stats["answered_seeds"])) == paid
 
 
 def test_killed_run_never_resends_a_stored_request(tmp_path: Path, tiny_model_dir: Path) -> None:
-    synth = "max_chunks = 12\nquestions_per_chunk = 4\nquestion_attempts = 1\nheldout_fraction = 0.2"
+    synth = FULL_MIX
     with mock_teacher(latency=0.2) as url:
         straight = write_project(tmp_path / "a", small_config(tiny_model_dir, synth=synth, teacher=teacher([url], 4)))
         run_cli("synth", "--project", straight)
@@ -87,9 +93,11 @@ def test_killed_run_never_resends_a_stored_request(tmp_path: Path, tiny_model_di
 
         kill_when([*ALAMBIC, "synth", "--project", str(killed)], lambda: stored() >= 20)
         with sqlite3.connect(ledger_path) as db:
-            paid = {int(text.split()[2]) for (text,) in db.execute("SELECT text FROM responses")}
+            paid = {
+                json.loads(request)["sampling"]["seed"] for (request,) in db.execute("SELECT request FROM responses")
+            }
         httpx.post(url.removesuffix("/v1") + "/reset")
         run_cli("synth", "--project", killed)
         resent = httpx.get(url.removesuffix("/v1") + "/stats").json()["answered_seeds"]
     assert paid and not paid & set(resent)
-    assert qa_items(killed) == qa_items(straight)
+    assert synth_items(killed) == synth_items(straight)

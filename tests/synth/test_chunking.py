@@ -1,5 +1,5 @@
 from alambic.synth.chunking import chunk_document
-from alambic.synth.curation import answer_problem, normalise, parse_questions
+from alambic.synth.curation import answer_problem, is_refusal, normalise, parse_lines
 
 ARABIC = """# معلومات لعملائنا
 
@@ -39,10 +39,10 @@ def test_normalise_keeps_every_script_and_drops_case_and_punctuation() -> None:
     assert normalise("Café") != normalise("Cafe!")
 
 
-def test_parse_questions_strips_markers_and_keeps_arabic_questions() -> None:
+def test_parse_lines_strips_markers_and_keeps_arabic_questions() -> None:
     raw = "Here are two questions:\n1. When do you roast?\n- هل تشحنون إلى مصر؟\nQuestion 3: when do you roast?\nA: no"
-    assert parse_questions(raw, limit=5) == ["When do you roast?", "هل تشحنون إلى مصر؟"]
-    assert parse_questions(raw, limit=1) == ["When do you roast?"]
+    assert parse_lines(raw, limit=5, questions_only=True) == ["When do you roast?", "هل تشحنون إلى مصر؟"]
+    assert parse_lines(raw, limit=1, questions_only=True) == ["When do you roast?"]
 
 
 def test_answer_problems_have_reasons() -> None:
@@ -53,3 +53,13 @@ def test_answer_problems_have_reasons() -> None:
     assert answer_problem(q, "Tuesdays.", "stop", 3) == "too_short"
     assert answer_problem(q, "When do you roast?", "stop", 1) == "echoes_question"
     assert answer_problem(q, "We roast every Tuesday and Thursday.", "stop", 3) is None
+
+
+def test_refusals_are_told_from_handoffs_in_several_languages() -> None:
+    assert is_refusal("I'm sorry, but I can't help with that request.")
+    assert is_refusal("I cannot provide instructions for that.")
+    assert is_refusal("عذرًا، لا أستطيع المساعدة في ذلك.")
+    assert is_refusal("Je ne peux pas vous aider avec cela.")
+    assert not is_refusal("I don't know that; I can pass your question to a colleague.")
+    assert not is_refusal("We roast on Mondays and Thursdays.")
+    assert not is_refusal("لا نعرف ذلك، سأحول سؤالك إلى زميل.")

@@ -7,10 +7,13 @@ import pytest
 from alambic.store import Ledger
 from alambic.store.datasets import latest_synth_run, split_items
 
-from ..conftest import run_cli, small_config, write_project
+from ..conftest import GROUNDED_ONLY, run_cli, small_config, write_project
 
 pytestmark = pytest.mark.integration
-GREEDY = "max_chunks = 4\nquestions_per_chunk = 2\nmax_answer_tokens = 64\ntemperature = 0.0\nheldout_fraction = 0.25"
+GREEDY = (
+    "max_chunks = 4\nquestions_per_chunk = 2\nmax_answer_tokens = 64\ntemperature = 0.0\nheldout_fraction = 0.25\n"
+    + GROUNDED_ONLY
+)
 
 
 def qa_rows(project: Path) -> list[tuple]:

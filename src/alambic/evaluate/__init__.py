@@ -41,7 +41,8 @@ def run(project: Project, console: Console) -> StageReport:
     distill_run = ledger.latest_done("distill")
     if distill_run is None:
         raise AlambicError("no finished distill run in this project; run `alambic distill` first")
-    heldout = split_items(ledger, latest_synth_run(ledger))["heldout"][: config.evaluate.max_questions]
+    heldout = [item for item in split_items(ledger, latest_synth_run(ledger))["heldout"] if item.kind == "qa"]
+    heldout = heldout[: config.evaluate.max_questions]
     if not heldout:
         raise AlambicError("evaluate: no held-out items; raise synth.heldout_fraction or add documents")
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))

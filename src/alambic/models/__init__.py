@@ -21,7 +21,8 @@ def teacher_id(section: TeacherSection) -> str:
     return f"{section.backend}:{model}"
 
 
-def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
+def open_teacher(section: TeacherSection, project_root: Path, logprobs: bool = False) -> ChatModel:
+    """The teacher; `logprobs` if its answers' top-k logprobs will be asked for (llama.cpp must keep all logits)."""
     if section.backend == "openai":
         from alambic.models.openai import OpenAIChat
 
@@ -35,14 +36,18 @@ def open_teacher(section: TeacherSection, project_root: Path) -> ChatModel:
             section.extra_body,
             section.max_retries,
             section.backoff_s,
+            json_mode=section.json_mode,
         )
     if section.backend == "llamacpp":
         from alambic.models.llamacpp import LlamaCppChat
 
         path = embedded_gguf() if section.model == "embedded" else _local_path(section.model, project_root)
-        return LlamaCppChat(path, section.n_ctx, name=EMBEDDED_NAME if section.model == "embedded" else None)
+        name = EMBEDDED_NAME if section.model == "embedded" else None
+        return LlamaCppChat(path, section.n_ctx, name=name, logits_all=logprobs)
     from alambic.models.hf import HFChat
 
+    if logprobs:
+        raise AlambicError("synth.logprobs: the hf teacher backend cannot return logprobs; use llamacpp or openai")
     path = embedded_hf_dir() if section.model == "embedded" else _local_path(section.model, project_root)
     return HFChat.from_dir(path)
 

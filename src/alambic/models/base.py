@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 
 class Message(TypedDict):
@@ -19,6 +19,8 @@ class Sampling:
     max_tokens: int = 256
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None  # constrain the answer to JSON of this schema
+    top_logprobs: int = 0  # also return the k most likely tokens at each position
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Completion:
     finish_reason: str
     endpoint: str = "local"
     seconds: float = 0.0  # time the model spent on this answer, not counting any queueing
+    # Per generated token: {"token", "logprob", "bytes", "top_logprobs": [...]}, as OpenAI returns them.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class ChatModel(Protocol):

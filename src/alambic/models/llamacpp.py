@@ -36,7 +36,7 @@ def native_stderr_captured() -> Iterator[list[str]]:
             lines.extend(capture.read().decode("utf-8", "replace").splitlines())
 
 
-def load_llama(path: Path, n_ctx: int = 2048) -> Llama:
+def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama:
     if not path.is_file():
         raise AlambicError(f"{path}: GGUF file does not exist")
     from llama_cpp import Llama
@@ -46,6 +46,7 @@ def load_llama(path: Path, n_ctx: int = 2048) -> Llama:
             return Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
+                logits_all=logits_all,
                 n_threads=os.cpu_count() or 1,
                 verbose=False,
             )
@@ -56,10 +57,10 @@ def load_llama(path: Path, n_ctx: int = 2048) -> Llama:
 class LlamaCppChat(LocalChat):
     """A GGUF chat model in this process. llama.cpp runs one request at a time per model."""
 
-    def __init__(self, path: Path, n_ctx: int = 2048, name: str | None = None) -> None:
+    def __init__(self, path: Path, n_ctx: int = 2048, name: str | None = None, logits_all: bool = False) -> None:
         self.path = path
         self.name = name or path.stem
-        self._llama = load_llama(path, n_ctx)
+        self._llama = load_llama(path, n_ctx, logits_all)
         self._lock = threading.Lock()
 
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
@@ -72,6 +73,11 @@ class LlamaCppChat(LocalChat):
                 max_tokens=sampling.max_tokens,
                 seed=sampling.seed,
                 stop=list(sampling.stop) or None,
+                response_format=(
+                    {"type": "json_object", "schema": sampling.json_schema} if sampling.json_schema else None
+                ),
+                logprobs=bool(sampling.top_logprobs) or None,
+                top_logprobs=sampling.top_logprobs or None,
             )
             seconds = time.monotonic() - began
         choice, usage = response["choices"][0], response["usage"]
@@ -81,6 +87,7 @@ class LlamaCppChat(LocalChat):
             completion_tokens=usage["completion_tokens"],
             finish_reason=choice["finish_reason"] or "stop",
             seconds=seconds,
+            logprobs=(choice.get("logprobs") or {}).get("content") if sampling.top_logprobs else None,
         )
 
     def close(self) -> None:

@@ -84,6 +84,13 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
             return None
 
 
+def response_format(json_mode: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI, vLLM and SGLang take `json_schema`; llama-cpp-python's server takes a schema in `json_object`."""
+    if json_mode == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+
+
 class OpenAIChat:
     def __init__(
         self,
@@ -96,6 +103,7 @@ class OpenAIChat:
         max_retries: int = 6,
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        json_mode: str = "json_schema",
     ) -> None:
         if not base_urls:
             raise AlambicError("teacher.base_url: no endpoint given")
@@ -103,6 +111,7 @@ class OpenAIChat:
         self.name = model
         self.parallel = parallel
         self.extra_body = dict(extra_body or {})
+        self.json_mode = json_mode
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -173,6 +182,11 @@ class OpenAIChat:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.json_schema is not None:
+            body["response_format"] = response_format(self.json_mode, sampling.json_schema)
+        if sampling.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = sampling.top_logprobs
         body.update(self.extra_body)
         return body
 
@@ -217,6 +231,7 @@ class OpenAIChat:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             usage = data.get("usage") or {}
+            logprobs = (choice.get("logprobs") or {}).get("content") if "logprobs" in body else None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             endpoint.breaker.on_failure(time.monotonic())
             return None, None, f"malformed response from {endpoint.url}"
@@ -228,6 +243,7 @@ class OpenAIChat:
             finish_reason=choice.get("finish_reason") or "stop",
             endpoint=endpoint.url,
             seconds=time.monotonic() - began,
+            logprobs=logprobs,
         )
         return completion, None, ""
 

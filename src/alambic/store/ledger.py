@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX responses_by_usage ON responses (endpoint, recipe);
         """,
     ),
+    (
+        "teacher top-k logprobs of a response, zlib-compressed JSON",
+        """
+        CREATE TABLE logprobs (
+            key TEXT PRIMARY KEY,
+            tokens INTEGER NOT NULL,
+            data BLOB NOT NULL
+        );
+        """,
+    ),
 ]
 
 
@@ -92,6 +103,10 @@ class Run:
     started_at: float
     finished_at: float | None
     summary: dict[str, Any]
+
+    @property
+    def finished_or_started(self) -> float:
+        return self.finished_at or self.started_at
 
 
 @dataclass
@@ -272,25 +287,46 @@ class Ledger:
         return StoredResponse(*row) if row else None
 
     def put_response(
-        self, key: str, model: str, recipe: str, request: dict[str, Any], response: StoredResponse, seconds: float
+        self,
+        key: str,
+        model: str,
+        recipe: str,
+        request: dict[str, Any],
+        response: StoredResponse,
+        seconds: float,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> None:
+        row = (
+            key,
+            model,
+            response.endpoint,
+            recipe,
+            json.dumps(request, ensure_ascii=False),
+            response.text,
+            response.finish_reason,
+            response.prompt_tokens,
+            response.completion_tokens,
+            seconds,
+            time.time(),
+        )
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    model,
-                    response.endpoint,
-                    recipe,
-                    json.dumps(request, ensure_ascii=False),
-                    response.text,
-                    response.finish_reason,
-                    response.prompt_tokens,
-                    response.completion_tokens,
-                    seconds,
-                    time.time(),
-                ),
-            )
+            if logprobs is None:
+                self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                return
+            blob = zlib.compress(json.dumps(logprobs, ensure_ascii=False).encode("utf-8"))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                self._db.execute("INSERT OR IGNORE INTO logprobs VALUES (?, ?, ?)", (key, len(logprobs), blob))
+                self._db.execute("COMMIT")
+            except Exception:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def logprobs(self, key: str) -> list[dict[str, Any]] | None:
+        """The teacher's per-token logprobs of a stored response, if they were asked for."""
+        row = self._db.execute("SELECT data FROM logprobs WHERE key = ?", (key,)).fetchone()
+        return json.loads(zlib.decompress(row[0])) if row else None
 
     def requests(self) -> Iterator[dict[str, Any]]:
         """Every request whose response was paid for, as sent (messages and sampling)."""

@@ -17,21 +17,39 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_questions(raw: str, limit: int) -> list[str]:
-    """Distinct question lines from a teacher's list, without bullets or numbering."""
-    questions: list[str] = []
+REFUSAL = re.compile(
+    r"\b(?:i\s*(?:can(?:'|no)?t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
+    r"\s+(?:help|assist|provide|do|share|comply|support|give|write|create|answer)"
+    r"|(?:i'm|i am) (?:sorry|afraid),? but i (?:can(?:'|no)?t|cannot|won't|will not)"
+    r"|not (?:able|allowed|permitted) to (?:help|assist|share|provide)"
+    r"|je ne peux pas|no puedo|ich kann (?:ihnen )?(?:dabei )?nicht)"
+    r"|لا (?:أستطيع|يمكنني|أقدر على)|لن أتمكن من|لا يسعني",
+    re.IGNORECASE,
+)
+
+
+def parse_lines(raw: str, limit: int, questions_only: bool) -> list[str]:
+    """Distinct lines of a teacher's list (questions, or tasks), without bullets or numbering."""
+    lines: list[str] = []
     seen: set[str] = set()
     for line in raw.splitlines():
         line = LIST_MARKER.sub("", line.strip()).strip().strip('"“”')
-        if not line.endswith(QUESTION_MARKS) or not 3 <= len(line.split()) <= 60:
+        if questions_only and not line.endswith(QUESTION_MARKS):
+            continue
+        if not 3 <= len(line.split()) <= 60:
             continue
         key = normalise(line)
         if key not in seen:
             seen.add(key)
-            questions.append(line)
-        if len(questions) == limit:
+            lines.append(line)
+        if len(lines) == limit:
             break
-    return questions
+    return lines
+
+
+def is_refusal(text: str) -> bool:
+    """True if the text declines to help (in English, Arabic, French, Spanish or German)."""
+    return REFUSAL.search(text) is not None
 
 
 def answer_problem(question: str, answer: str, finish_reason: str, min_words: int) -> str | None:

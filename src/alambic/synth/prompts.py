@@ -24,6 +24,11 @@ class Prompts:
     def render(self, name: str, **values: object) -> str:
         return self._env.get_template(f"{name}.j2").render(**values).strip()
 
+    def fingerprint(self) -> str:
+        """Changes whenever any template, packaged or the project's, changes."""
+        names = sorted(set(self._env.list_templates(extensions=["j2"])))
+        return self.version(*(name.removesuffix(".j2") for name in names))
+
     def version(self, *names: str) -> str:
         """Changes whenever the text of any of these templates changes (so their outputs are redone)."""
         sources = [self._loader.get_source(self._env, f"{name}.j2")[0] for name in names]

@@ -1,0 +1,158 @@
+"""A recipe turns inputs (chunks, seed tasks, earlier items, sample posts) into training conversations.
+
+Work comes in numbered groups: group g of a recipe always asks the same requests, so a re-run after a
+crash redoes nothing that was stored, and "the first N accepted items in group order" is the same set
+however the groups were scheduled.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from alambic.hashing import stable_hash
+from alambic.models import Message
+from alambic.store import Item
+from alambic.synth.curation import answer_problem, is_refusal
+from alambic.synth.engine import STAGE, Engine, KeyedChunk
+
+
+class Recipe(ABC):
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    prompt_names: ClassVar[tuple[str, ...]]
+    group_size: int = 1
+    refusals_expected: ClassVar[bool] = False
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.version = engine.prompts.version(*self.prompt_names)
+        self.fingerprint = stable_hash(self.name, self.version, engine.teacher_key, self.settings_key())[:16]
+
+    def settings_key(self) -> Any:
+        s = self.engine.settings
+        return [
+            s.temperature,
+            s.max_answer_tokens,
+            s.min_answer_words,
+            s.seed,
+            s.logprobs,
+            self.engine.system_prompt,
+        ]
+
+    def key(self, *parts: Any) -> str:
+        return stable_hash(self.kind, self.fingerprint, *parts)
+
+    @abstractmethod
+    def max_groups(self) -> int:
+        """How many groups this recipe can make from its inputs (within synth.max_rounds)."""
+
+    @abstractmethod
+    async def run_group(self, index: int) -> int:
+        """Make group `index`, storing each item; returns how many were accepted (stored now or before)."""
+
+    def settled(self, key: str) -> Item | None:
+        stored = self.engine.ledger.item(key)
+        return stored if stored is not None and stored.status != "failed" else None
+
+    async def answer(
+        self,
+        key: str,
+        order: list[int],
+        prompt: str,
+        question: str,
+        chunk: KeyedChunk | None,
+        parents: list[str],
+        extra: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None,
+        trained_as: tuple[str, str] | None = None,
+    ) -> int:
+        """Have the teacher answer `question` (with `chunk` as its reference, if any); store the training item.
+
+        The student is trained on (system prompt, question) -> answer, or on `trained_as` = (system, user turn).
+        """
+        if (stored := self.settled(key)) is not None:
+            return int(stored.status == "ok")
+        engine = self.engine
+        values = {"question": question, "chunk": chunk.chunk.text if chunk else "", **(values or {})}
+        messages = engine.messages(prompt, **values)
+        sampling = engine.sampling(key, engine.settings.max_answer_tokens, top_logprobs=engine.settings.logprobs)
+        base = {"recipe": self.name, "fingerprint": self.fingerprint, "order": order, "question": question}
+        if chunk is not None:
+            base.update(chunk=chunk.key, doc=chunk.chunk.doc, citation={"doc": chunk.chunk.doc, "chunk": chunk.key})
+        base.update(extra or {})
+        try:
+            completion = await engine.ask(self.name, messages, sampling)
+        except Exception as exc:
+            engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, parents)
+            return 0
+        answer = completion.text.strip()
+        reason = answer_problem(question, answer, completion.finish_reason, engine.settings.min_answer_words)
+        if reason is None and not self.refusals_expected and is_refusal(answer):
+            reason = "refusal"
+        if reason is None and self.refusals_expected and not is_refusal(answer):
+            reason = "not_a_refusal"
+        system, user_turn = trained_as or (engine.system_prompt, question)
+        payload = {
+            **base,
+            "answer": answer,
+            "messages": conversation(system, [user_turn, answer]),
+            "teacher": engine.teacher_key,
+            "teacher_messages": messages,
+            "response": engine.response_key(messages, sampling),
+            "usage": [completion.prompt_tokens, completion.completion_tokens],
+        }
+        status = "ok" if reason is None else "rejected"
+        engine.store(Item(key, engine.run_id, STAGE, self.kind, status, payload, reason), parents)
+        return int(status == "ok")
+
+    async def ask_lines(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> list[str]:
+        """A list the teacher writes (questions, tasks), parsed into lines and stored as an item."""
+        from alambic.synth.curation import parse_lines
+
+        if (stored := self.settled(key)) is not None:
+            return stored.payload["lines"]
+        engine = self.engine
+        count = values["count"]
+        messages = engine.messages(prompt, **values)
+        try:
+            completion = await engine.ask(self.name, messages, engine.sampling(key, 48 * count))
+        except Exception as exc:
+            engine.fail(key, kind, exc, {"lines": [], **values}, parents)
+            return []
+        lines = parse_lines(completion.text, count, questions_only=kind == "questions")
+        payload = {
+            "raw": completion.text,
+            "lines": lines,
+            "usage": [completion.prompt_tokens, completion.completion_tokens],
+        }
+        status, reason = ("ok", None) if lines else ("rejected", f"no_{kind}")
+        engine.store(Item(key, engine.run_id, STAGE, kind, status, payload, reason), parents)
+        return lines
+
+    async def ask_text(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> str | None:
+        """One short text the teacher writes (a request, a comment), stored as an item; None if unusable."""
+        if (stored := self.settled(key)) is not None:
+            return stored.payload["text"] if stored.status == "ok" else None
+        engine = self.engine
+        messages = engine.messages(prompt, **values)
+        try:
+            completion = await engine.ask(self.name, messages, engine.sampling(key, engine.settings.max_answer_tokens))
+        except Exception as exc:
+            engine.fail(key, kind, exc, {"text": ""}, parents)
+            return None
+        text = completion.text.strip().strip('"“”')
+        reason = answer_problem("", text, completion.finish_reason, 3)
+        payload = {"text": text, "usage": [completion.prompt_tokens, completion.completion_tokens]}
+        engine.store(
+            Item(key, engine.run_id, STAGE, kind, "ok" if reason is None else "rejected", payload, reason), parents
+        )
+        return text if reason is None else None
+
+
+def conversation(system_prompt: str, turns: list[str]) -> list[Message]:
+    """OpenAI chat messages: the system prompt, then user and assistant turns in alternation."""
+    messages: list[Message] = [{"role": "system", "content": system_prompt}]
+    for index, text in enumerate(turns):
+        messages.append({"role": "user" if index % 2 == 0 else "assistant", "content": text})
+    return messages

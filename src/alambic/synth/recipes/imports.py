@@ -1,0 +1,93 @@
+"""Real traffic: conversation logs (OpenAI-format JSONL, or question,answer CSV) imported as items."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alambic.errors import AlambicError
+from alambic.hashing import file_sha256, stable_hash
+from alambic.models import Message
+from alambic.store import Item, Ledger
+from alambic.synth.engine import STAGE
+
+KIND = "import"
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, row) of a .jsonl (parsed JSON, or the error text) or a .csv (a dict) file."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            if path.suffix.lower() == ".csv":
+                reader = csv.DictReader(handle)
+                missing = {"question", "answer"} - set(reader.fieldnames or [])
+                if missing:
+                    raise AlambicError(f"{path}: CSV needs the columns question and answer (missing {sorted(missing)})")
+                for row in reader:
+                    yield reader.line_num, row
+                return
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        yield number, json.loads(line)
+                    except ValueError as exc:
+                        yield number, f"invalid JSON ({exc.msg})"
+    except FileNotFoundError as exc:
+        raise AlambicError(f"synth.import_paths: {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise AlambicError(f"{path}: not UTF-8 text") from exc
+
+
+def row_messages(row: Any, system_prompt: str) -> tuple[list[Message], str | None]:
+    """The row as OpenAI chat messages, and why it cannot be used (or None)."""
+    if isinstance(row, str):
+        return [], row
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+        ):
+            return [], "messages must be a list of {role, content}"
+        messages = [{"role": str(m.get("role")), "content": m["content"]} for m in messages]
+    elif row.get("question") and row.get("answer"):
+        messages = [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
+    else:
+        return [], "needs messages, or question and answer"
+    if messages and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    roles = [m["role"] for m in messages[1:]]
+    if len(roles) < 2 or roles != ["user", "assistant"] * (len(roles) // 2):
+        return messages, "turns must alternate user/assistant and end with the assistant"
+    if not all(m["content"].strip() for m in messages[1:]):
+        return messages, "empty turn"
+    return messages, None
+
+
+def import_logs(ledger: Ledger, run_id: str, root: Path, paths: list[str], system_prompt: str) -> dict[str, int]:
+    """Store every row of every log as an item (ok or rejected with its reason); returns counts by status."""
+    counts = {"ok": 0, "rejected": 0}
+    for file_index, relpath in enumerate(paths):
+        path = (root / relpath).expanduser()
+        digest = file_sha256(path) if path.is_file() else ""
+        source_key = stable_hash("import-file", relpath, digest)
+        ledger.put_item(Item(source_key, "-", STAGE, "import-file", "ok", {"path": relpath, "sha256": digest}))
+        for number, row in read_rows(path):
+            messages, reason = row_messages(row, system_prompt)
+            payload = {
+                "recipe": KIND,
+                "order": [file_index, number],
+                "source": {"file": relpath, "line": number, "sha256": digest},
+                "id": row.get("id") if isinstance(row, dict) else None,
+                "messages": messages,
+                "question": messages[1]["content"] if len(messages) > 1 else "",
+                "answer": messages[-1]["content"] if len(messages) > 2 else "",
+            }
+            status = "ok" if reason is None else "rejected"
+            key = stable_hash(KIND, source_key, number)
+            reason = f"malformed_row: {reason}" if reason else None
+            ledger.put_item(Item(key, run_id, STAGE, KIND, status, payload, reason), parents=[source_key])
+            counts[status] += 1
+    return counts
