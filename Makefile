@@ -1,9 +1,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+PEERS := .venv-peers
 BENCH ?=
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench peers clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +30,20 @@ lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
-bench: install
+bench: install peers
 	$(PY) bench/run.py $(BENCH)
 
+# The peers that benchmarks run against (distilabel, TRL), in a venv of their own: never alambic's dependencies.
+# torch goes first and alone, so that pip takes the CPU build on disk (an unpinned torch pulls a multi-GB CUDA one).
+peers: $(PEERS)/.installed
+
+$(PEERS)/.installed: bench/requirements-peers.txt
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q -U pip
+	$(PEERS)/bin/python -m pip install -q torch==2.13.0
+	$(PEERS)/bin/python -m pip install -q -r bench/requirements-peers.txt
+	$(PEERS)/bin/python -c 'import sys, torch; sys.exit(f"CUDA torch {torch.__version__}" if torch.version.cuda else 0)'
+	touch $@
+
 clean:
-	rm -rf $(VENV) demo-shop bench/out
+	rm -rf $(VENV) $(PEERS) demo-shop bench/out

@@ -21,6 +21,7 @@ from tests.conftest import free_port, mock_teacher, serving  # noqa: E402
 from alambic.store import Ledger  # noqa: E402
 
 LATENCY = 0.2
+PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # `make peers` builds it
 
 
 def make_project(root: Path, base_url: str, model: str, concurrency: int, chunks: int, extra: str = "") -> Path:
@@ -30,7 +31,8 @@ def make_project(root: Path, base_url: str, model: str, concurrency: int, chunks
     (root / "docs" / "facts.md").write_text(f"# Facts\n\n{sections}\n", encoding="utf-8")
     (root / "alambic.toml").write_text(
         f'[teacher]\nbackend = "openai"\nbase_url = "{base_url}"\nmodel = "{model}"\nconcurrency = {concurrency}\n'
-        f"{extra}\n[synth]\nquestions_per_chunk = 1\nquestion_attempts = 1\nheldout_fraction = 0.0\n"
+        f"{extra}\n[synth]\nquestions_per_chunk = 1\nmax_rounds = 1\nheldout_fraction = 0.0\n"
+        'recipes = { "grounded-qa" = 1.0 }\n'
         "max_answer_tokens = 64\n",
         encoding="utf-8",
     )
@@ -141,7 +143,43 @@ def vs_llama_server(tmp: Path) -> list[dict]:
     return [figure("synth-vs-llama-server", ours, "completion tok/s", "llama-cpp-python server, raw", raw, ">=0.9")]
 
 
+def distilabel_synth(requests: list[dict], base_url: str, in_flight: int, work: Path) -> dict:
+    """Send `requests` through distilabel (bench/peers/distilabel_synth.py, in the peers' venv); returns its
+    timing and counts, plus how many HTTP requests reached the mock teacher (retries included)."""
+    (work / "requests.json").write_text(json.dumps(requests), encoding="utf-8")
+    stats = base_url.removesuffix("/v1") + "/stats"
+    before = httpx.get(stats).json()["requests"]
+    script = REPO / "bench" / "peers" / "distilabel_synth.py"
+    command = [str(PEERS_PYTHON), str(script), str(work / "requests.json"), base_url, str(in_flight), str(work)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result | {"attempts": httpx.get(stats).json()["requests"] - before}
+
+
+def vs_distilabel(tmp: Path) -> list[dict]:
+    """Completed generations/s of alambic's synth vs distilabel's TextGeneration on the same mock teacher, with the
+    same requests (distilabel gets the messages alambic sent, read back from its ledger) and 64 in flight for both.
+
+    Each side runs in its own process and is timed around its run call alone: synth.run for alambic (including its
+    own set-up: reading and chunking the documents, opening the ledger run and the client) and Pipeline.run for
+    distilabel (including its set-up: worker processes, loading the task and its client, and building the Distiset
+    it returns; the peer label says how much of it was start-up). Neither includes the interpreter start nor imports.
+    """
+    in_flight, work = 64, tmp / "distilabel"
+    with mock_teacher(latency=LATENCY, tokens=64) as url:
+        ours = timed_synth(make_project(work / "project", url, "mock", in_flight, int(in_flight / LATENCY * 8 / 2)))
+        with Ledger(work / "project" / ".alambic" / "ledger.sqlite") as ledger:
+            requests = list(ledger.requests())
+        theirs = distilabel_synth(requests, url, in_flight, work)
+    peer = (
+        f"distilabel 1.5.3 TextGeneration, input_batch_size {in_flight} ({theirs['startup']:.1f}s of start-up, "
+        f"{theirs['generations']}/{len(requests)} generated in {theirs['attempts']} requests)"
+    )
+    rate = theirs["generations"] / theirs["seconds"]
+    return [figure("synth-vs-distilabel", ours["requests"] / ours["seconds"], "generations/s", peer, rate, ">=1.5")]
+
+
 def run() -> list[dict]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        return vs_ideal(Path(tmp)) + memory(Path(tmp)) + vs_llama_server(Path(tmp))
+        return vs_ideal(Path(tmp)) + vs_distilabel(Path(tmp)) + memory(Path(tmp)) + vs_llama_server(Path(tmp))

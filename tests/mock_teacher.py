@@ -29,16 +29,18 @@ class MockTeacher:
 
     def reply_text(self, seed: int, request: dict | None = None) -> str:
         request = request or {}
+        system = next((m["content"] for m in request.get("messages", []) if m["role"] == "system"), "")
+        if "reviewer" in system:
+            return judgement(request)
         schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema")
         if schema is None:
             schema = (request.get("response_format") or {}).get("schema")
         if schema is not None:
             return json.dumps(schema_instance(schema, seed))
-        system = next((m["content"] for m in request.get("messages", []) if m["role"] == "system"), "")
         if "refuse" in system:
-            return f"I'm sorry, but I can't help with that (request {seed}). I can help you choose a coffee instead."
+            return f"I'm sorry, but I can't help with that. Instead I can offer {varied(seed, 0, 6)}."
         words_per_line = 8
-        lines = [f"Is request {seed} line {i} answered here today?" for i in range(self.tokens // words_per_line)]
+        lines = [f"Is {varied(seed, i, 6)} today?" for i in range(self.tokens // words_per_line)]
         return "\n".join(lines)
 
     def fault_for(self, body: bytes) -> str | None:
@@ -122,6 +124,80 @@ class MockTeacher:
         return await send(writer, 200, payload)
 
 
+VOCABULARY = [
+    "coffee",
+    "beans",
+    "roast",
+    "parcel",
+    "refund",
+    "grinder",
+    "espresso",
+    "filter",
+    "kettle",
+    "order",
+    "delivery",
+    "shop",
+    "harbour",
+    "street",
+    "monday",
+    "thursday",
+    "sealed",
+    "bag",
+    "gift",
+    "card",
+    "decaf",
+    "yemen",
+    "ethiopia",
+    "colombia",
+    "brew",
+    "milk",
+    "cup",
+    "price",
+    "euro",
+    "discount",
+    "return",
+    "label",
+    "courier",
+    "week",
+    "morning",
+    "evening",
+    "staff",
+    "barista",
+    "tasting",
+    "note",
+    "fruity",
+    "chocolate",
+    "nutty",
+    "light",
+    "dark",
+    "medium",
+    "fresh",
+    "stock",
+    "sample",
+    "subscription",
+    "account",
+    "invoice",
+    "address",
+    "phone",
+    "email",
+    "weekend",
+    "holiday",
+]
+
+
+def varied(seed: int, index: int, count: int) -> str:
+    """`count` words picked by a hash of (seed, index): different requests get unrelated texts."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return " ".join(VOCABULARY[digest[i] % len(VOCABULARY)] for i in range(count))
+
+
+def judgement(request: dict) -> str:
+    """A consistent judge: the same conversation gets the same scores (2 to 5), whatever the seed."""
+    digest = hashlib.sha256(json.dumps(request["messages"]).encode()).digest()
+    score = 2 + digest[0] % 4
+    return json.dumps({"grounded": score, "helpful": score, "correct": score, "reason": "mock"})
+
+
 def schema_instance(schema: dict, seed: int, index: int = 0) -> object:
     """A value that fits a JSON schema (objects, arrays, enums, strings); array items take enums in turn."""
     if "enum" in schema:
@@ -130,7 +206,7 @@ def schema_instance(schema: dict, seed: int, index: int = 0) -> object:
         return {name: schema_instance(sub, seed, index) for name, sub in schema.get("properties", {}).items()}
     if schema.get("type") == "array":
         return [schema_instance(schema["items"], seed, i) for i in range(schema.get("minItems", 1))]
-    return f"Reply {seed} part {index}: the parcel leaves on Monday, as promised."
+    return f"Reply {index}: {varied(seed, index, 8)}."
 
 
 def token_logprobs(request: dict, tokens: int) -> dict | None:

@@ -90,8 +90,16 @@ def init(
 
 @app.command()
 def synth(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Have the teacher write grounded question/answer pairs from docs/."""
+    """Have the teacher write training conversations from docs/, by the recipe mix in [synth]."""
     from alambic import synth as stage
+
+    _stage(project, preset, stage.run)
+
+
+@app.command()
+def curate(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Check, decontaminate, deduplicate and judge the synth items; rejected ones keep their reason."""
+    from alambic import curate as stage
 
     _stage(project, preset, stage.run)
 
@@ -122,12 +130,12 @@ def release(project: ProjectOption = Path("."), preset: PresetOption = None) -> 
 
 @app.command()
 def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Run every stage in order (synth, distill, eval, release), skipping what is already done."""
-    from alambic import distill, evaluate, release, synth
+    """Run every stage in order (synth, curate, distill, eval, release), skipping what is already done."""
+    from alambic import curate, distill, evaluate, release, synth
     from alambic.reporting import summary_table
 
     started = time.monotonic()
-    reports = [_stage(project, preset, stage.run) for stage in (synth, distill, evaluate, release)]
+    reports = [_stage(project, preset, stage.run) for stage in (synth, curate, distill, evaluate, release)]
     output.print(summary_table(reports, time.monotonic() - started))
     with user_errors():
         cfg = Project.open(project, preset).config.serve
@@ -156,6 +164,72 @@ def serve(
         _quiet_libraries()
         project_obj = Project.open(project, preset)
         stage.serve(project_obj, console, host=host, port=port, quant=quant)
+
+
+data_app = typer.Typer(help="Review the dataset: export it, import edits, show it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("export")
+def data_export(
+    out: Annotated[Path, typer.Argument(help="File to write, e.g. review.parquet.")],
+    project: ProjectOption = Path("."),
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="jsonl, parquet or csv (default: from the suffix).")
+    ] = None,
+    kept_only: Annotated[bool, typer.Option(help="Leave out the items curation or review rejected.")] = False,
+) -> None:
+    """Write the latest synth run's items with their curation status, for review or for other tools."""
+    from alambic.curate.review import export
+
+    with user_errors():
+        project_obj = Project.open(project, None)
+        try:
+            count = export(project_obj.ledger, out, fmt or out.suffix.lstrip(".").lower(), not kept_only)
+        finally:
+            project_obj.close()
+    output.print(f"wrote {count} rows to {out}")
+
+
+@data_app.command("import")
+def data_import(
+    reviewed: Annotated[Path, typer.Argument(help="An exported file with edited rows (jsonl, parquet or csv).")],
+    project: ProjectOption = Path("."),
+) -> None:
+    """Bring reviewed rows back by id: status 'rejected' drops an item, edited text replaces it."""
+    from alambic.curate.review import import_reviews
+
+    with user_errors():
+        project_obj = Project.open(project, None)
+        try:
+            counts = import_reviews(project_obj.ledger, reviewed)
+        finally:
+            project_obj.close()
+    output.print(", ".join(f"{count} {action}" for action, count in counts.items()))
+
+
+@data_app.command("show")
+def data_show(
+    project: ProjectOption = Path("."),
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    recipe: Annotated[str | None, typer.Option(help="Only this recipe, e.g. grounded-qa.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only 'ok' or 'rejected' items.")] = None,
+) -> None:
+    """Show the dataset as a table in the terminal."""
+    from alambic.curate.review import dataset_rows
+    from alambic.reporting import dataset_table
+
+    with user_errors():
+        project_obj = Project.open(project, None)
+        try:
+            rows = [
+                row
+                for row in dataset_rows(project_obj.ledger)
+                if (recipe is None or row["recipe"] == recipe) and (status is None or row["status"] == status)
+            ]
+        finally:
+            project_obj.close()
+    output.print(dataset_table(rows[:limit], len(rows)))
 
 
 teacher_app = typer.Typer(help="Work with the teacher model.", no_args_is_help=True)

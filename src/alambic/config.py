@@ -120,7 +120,9 @@ class CurateSection(Section):
     )
     minhash_perm: int = Field(128, ge=16, le=1024)
     shingle_words: int = Field(2, ge=1, le=8)
-    embedding_threshold: float = Field(0.95, gt=0, le=1, description="Cosine above which items are duplicates.")
+    embedding_threshold: float = Field(
+        0.92, gt=0, le=1, description="MiniLM cosine above which items are duplicates (Latin-script items only)."
+    )
     decontam_ngram: int = Field(8, ge=3, le=32, description="Word n-gram length that counts as an eval leak.")
     eval_paths: list[str] = Field(default_factory=list, description="More evaluation sets (.jsonl) to decontaminate.")
     judge: bool = Field(True, description="Have the teacher score each item 1-5 on a rubric.")

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
 
 from alambic.project import Project
@@ -22,6 +23,14 @@ def _stage_facts(report: StageReport) -> str:
     if report.stage == "synth":
         rejected = sum(s.get("rejected", {}).values())
         return f"{s['train_items']} train + {s['heldout_items']} held-out items, {rejected} rejected"
+    if report.stage == "curate":
+        judge = s["judge"]
+        verdict = ""
+        if judge.get("enabled"):
+            agreement = judge["self_agreement"]["verdict_agreement"]
+            verdict = f", judge self-agreement {agreement if agreement is not None else 'n/a'}"
+            verdict += "" if judge["applied"] else " (too low: scores reported, not applied)"
+        return f"{s['kept']} of {s['items']} items kept, {sum(s['rejected'].values())} rejected{verdict}"
     if report.stage == "distill":
         return (
             f"{len(s['kept_layers'])}/{s['base_layers']} layers, {s['adapter']}, {s['steps']} steps, "
@@ -74,7 +83,8 @@ def status_data(project: Project) -> dict[str, Any]:
         entry = counts[f"{stage}/{kind}"]
         entry[status] += count
         if reason:
-            entry["reasons"][reason] = count
+            grouped = reason.split(":")[0]
+            entry["reasons"][grouped] = entry["reasons"].get(grouped, 0) + count
     return {
         "project": str(project.root),
         "ledger": str(ledger.path),
@@ -155,3 +165,24 @@ def status_tables(data: dict[str, Any]) -> list[Table]:
             f"{row['cost']:.4f}",
         )
     return [runs, items, artifacts, usage]
+
+
+def dataset_table(rows: list[dict[str, Any]], total: int) -> Table:
+    table = Table(title=f"dataset ({len(rows)} of {total} rows)", title_justify="left", show_lines=True)
+    for column in ("id", "recipe", "split", "status", "question", "answer"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/]\n{escape(row['reason'])}"
+        table.add_row(
+            row["id"][:10],
+            row["recipe"],
+            row["split"],
+            status,
+            escape(_clip(row["question"], 160)),
+            escape(_clip(row["answer"], 240)),
+        )
+    return table
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

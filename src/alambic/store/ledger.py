@@ -242,32 +242,39 @@ class Ledger:
     # items ----------------------------------------------------------------
     def put_item(self, item: Item, parents: Sequence[str] = ()) -> bool:
         """Store an item unless a settled one has its key (a failed one is replaced). True if stored."""
+        return self.put_items([(item, parents)]) == 1
+
+    def put_items(self, batch: Sequence[tuple[Item, Sequence[str]]]) -> int:
+        """Store several items in one transaction (see put_item); returns how many were stored."""
+        stored = 0
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self._db.execute(
-                    "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                    "run_id = excluded.run_id, status = excluded.status, reason = excluded.reason, "
-                    "payload = excluded.payload, created_at = excluded.created_at WHERE items.status = 'failed'",
-                    (
-                        item.key,
-                        item.run_id,
-                        item.stage,
-                        item.kind,
-                        item.status,
-                        item.reason,
-                        json.dumps(item.payload, ensure_ascii=False),
-                        item.created_at,
-                    ),
-                )
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(item.key, parent) for parent in parents]
-                )
+                for item, parents in batch:
+                    cursor = self._db.execute(
+                        "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                        "run_id = excluded.run_id, status = excluded.status, reason = excluded.reason, "
+                        "payload = excluded.payload, created_at = excluded.created_at WHERE items.status = 'failed'",
+                        (
+                            item.key,
+                            item.run_id,
+                            item.stage,
+                            item.kind,
+                            item.status,
+                            item.reason,
+                            json.dumps(item.payload, ensure_ascii=False),
+                            item.created_at,
+                        ),
+                    )
+                    stored += cursor.rowcount
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(item.key, parent) for parent in parents]
+                    )
                 self._db.execute("COMMIT")
             except Exception:
                 self._db.execute("ROLLBACK")
                 raise
-        return cursor.rowcount == 1
+        return stored
 
     def item(self, key: str) -> Item | None:
         row = self._db.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
