@@ -47,13 +47,14 @@ def timed_synth(project: Path) -> dict:
         "from rich.console import Console\n"
         "from alambic import synth\nfrom alambic.project import Project\n"
         "project = Project.open(Path(sys.argv[1]))\n"
-        "began = time.monotonic()\n"
+        "began, cpu_began = time.monotonic(), time.process_time()\n"
         "report = synth.run(project, Console(quiet=True))\n"
         "seconds = time.monotonic() - began\n"
         "requests = sum(row[2] for row in project.ledger.usage())\n"
         "tokens = sum(row[4] for row in project.ledger.usage())\n"
+        "cpu = time.process_time() - cpu_began\n"
         "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
-        "print(json.dumps({'seconds': seconds, 'requests': requests, 'tokens': tokens, 'rss': rss}))\n"
+        "print(json.dumps({'seconds': seconds, 'requests': requests, 'tokens': tokens, 'rss': rss, 'cpu': cpu}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(project)], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -88,6 +89,11 @@ def vs_ideal(tmp: Path) -> list[dict]:
                     ideal,
                     ">=0.9 until client CPU-bound",
                 )
+            )
+            # Where the client's CPU becomes the bound: CPU seconds per wall second of synth (1.0 = one core).
+            cpu = result["cpu"] / result["seconds"]
+            figures.append(
+                figure(f"synth-client-cpu-{in_flight}", cpu, "cores busy", "one core", 1.0, "<1 (not CPU-bound)")
             )
     return figures
 

@@ -195,6 +195,8 @@ def _judge(
         judgements = asyncio.run(judge_all())
     except Exception as exc:
         raise AlambicError(f"curate: the judge's teacher failed ({exc}); run again, judged items are kept") from exc
+    finally:
+        engine.close()
     self_agreement = agreement(judgements, settings.judge_min_score)
     measured = self_agreement["verdict_agreement"]
     applied = measured is None or measured >= settings.judge_min_agreement

@@ -6,17 +6,21 @@ reported as stored on disk, and nothing half-written.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
 import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alambic.errors import AlambicError
+
+T = TypeVar("T")
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -146,13 +150,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as exc:
-            raise AlambicError(f"{path}: not a readable alambic ledger ({exc})") from exc
+        self._db = connect(path)
         self._lock = threading.Lock()
         self._migrate()
 
@@ -246,35 +244,8 @@ class Ledger:
 
     def put_items(self, batch: Sequence[tuple[Item, Sequence[str]]]) -> int:
         """Store several items in one transaction (see put_item); returns how many were stored."""
-        stored = 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for item, parents in batch:
-                    cursor = self._db.execute(
-                        "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                        "run_id = excluded.run_id, status = excluded.status, reason = excluded.reason, "
-                        "payload = excluded.payload, created_at = excluded.created_at WHERE items.status = 'failed'",
-                        (
-                            item.key,
-                            item.run_id,
-                            item.stage,
-                            item.kind,
-                            item.status,
-                            item.reason,
-                            json.dumps(item.payload, ensure_ascii=False),
-                            item.created_at,
-                        ),
-                    )
-                    stored += cursor.rowcount
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(item.key, parent) for parent in parents]
-                    )
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
-        return stored
+            return transaction(self._db, lambda db: insert_items(db, batch))
 
     def item(self, key: str) -> Item | None:
         row = self._db.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
@@ -303,32 +274,10 @@ class Ledger:
         seconds: float,
         logprobs: list[dict[str, Any]] | None = None,
     ) -> None:
-        row = (
-            key,
-            model,
-            response.endpoint,
-            recipe,
-            json.dumps(request, ensure_ascii=False),
-            response.text,
-            response.finish_reason,
-            response.prompt_tokens,
-            response.completion_tokens,
-            seconds,
-            time.time(),
-        )
         with self._lock:
-            if logprobs is None:
-                self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-                return
-            blob = zlib.compress(json.dumps(logprobs, ensure_ascii=False).encode("utf-8"))
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-                self._db.execute("INSERT OR IGNORE INTO logprobs VALUES (?, ?, ?)", (key, len(logprobs), blob))
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+            transaction(
+                self._db, lambda db: insert_response(db, key, model, recipe, request, response, seconds, logprobs)
+            )
 
     def logprobs(self, key: str) -> list[dict[str, Any]] | None:
         """The teacher's per-token logprobs of a stored response, if they were asked for."""
@@ -367,30 +316,23 @@ class Ledger:
 
     # artifacts and lineage ------------------------------------------------------
     def add_artifact(self, artifact: Artifact, parents: Sequence[str] = ()) -> None:
+        row = (
+            artifact.id,
+            artifact.run_id,
+            artifact.kind,
+            artifact.path,
+            artifact.sha256,
+            artifact.bytes,
+            json.dumps(artifact.meta, ensure_ascii=False),
+            artifact.created_at,
+        )
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            db.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(artifact.id, p) for p in parents])
+
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        artifact.id,
-                        artifact.run_id,
-                        artifact.kind,
-                        artifact.path,
-                        artifact.sha256,
-                        artifact.bytes,
-                        json.dumps(artifact.meta, ensure_ascii=False),
-                        artifact.created_at,
-                    ),
-                )
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO lineage VALUES (?, ?)",
-                    [(artifact.id, parent) for parent in parents],
-                )
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+            transaction(self._db, write)
 
     def artifact(self, artifact_id: str) -> Artifact | None:
         row = self._db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
@@ -435,3 +377,146 @@ def _item(row: tuple) -> Item:
 
 def _artifact(row: tuple) -> Artifact:
     return Artifact(*row[:6], meta=json.loads(row[6]), created_at=row[7])
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.DatabaseError as exc:
+        raise AlambicError(f"{path}: not a readable alambic ledger ({exc})") from exc
+    return db
+
+
+def transaction(db: sqlite3.Connection, write: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = write(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def insert_items(db: sqlite3.Connection, batch: Sequence[tuple[Item, Sequence[str]]]) -> int:
+    """Insert items, replacing only failed ones with the same key; returns how many were stored."""
+    stored = 0
+    for item, parents in batch:
+        cursor = db.execute(
+            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "run_id = excluded.run_id, status = excluded.status, reason = excluded.reason, "
+            "payload = excluded.payload, created_at = excluded.created_at WHERE items.status = 'failed'",
+            (
+                item.key,
+                item.run_id,
+                item.stage,
+                item.kind,
+                item.status,
+                item.reason,
+                json.dumps(item.payload, ensure_ascii=False),
+                item.created_at,
+            ),
+        )
+        stored += cursor.rowcount
+        db.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?)", [(item.key, parent) for parent in parents])
+    return stored
+
+
+def insert_response(
+    db: sqlite3.Connection,
+    key: str,
+    model: str,
+    recipe: str,
+    request: dict[str, Any],
+    response: StoredResponse,
+    seconds: float,
+    logprobs: list[dict[str, Any]] | None,
+) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            key,
+            model,
+            response.endpoint,
+            recipe,
+            json.dumps(request, ensure_ascii=False),
+            response.text,
+            response.finish_reason,
+            response.prompt_tokens,
+            response.completion_tokens,
+            seconds,
+            time.time(),
+        ),
+    )
+    if logprobs is not None:
+        blob = zlib.compress(json.dumps(logprobs, ensure_ascii=False).encode("utf-8"))
+        db.execute("INSERT OR IGNORE INTO logprobs VALUES (?, ?, ?)", (key, len(logprobs), blob))
+
+
+class GroupCommitWriter:
+    """Ledger writes from many coroutines, committed together by one thread.
+
+    Each caller resumes only once its write is on disk, as with Ledger's own writes, but one commit (one
+    fsync) covers every write that queued while the previous commit ran, and the event loop never waits
+    for the disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = connect(path)
+        self._queue: queue.SimpleQueue[tuple[Callable, asyncio.Future, asyncio.AbstractEventLoop] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    async def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((operation, future, loop))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._db.close()
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            stop = False
+            while not self._queue.empty():
+                if (entry := self._queue.get()) is None:
+                    stop = True
+                    break
+                batch.append(entry)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list) -> None:
+        try:
+            results = transaction(self._db, lambda db: [operation(db) for operation, _, _ in batch])
+        except Exception:
+            # One bad write must not sink the others: redo them one by one, each with its own outcome.
+            for operation, future, loop in batch:
+                try:
+                    result = transaction(self._db, operation)
+                except Exception as exc:
+                    loop.call_soon_threadsafe(_settle, future, None, exc)
+                else:
+                    loop.call_soon_threadsafe(_settle, future, result, None)
+            return
+        for (_, future, loop), result in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -44,15 +44,15 @@ def document_chunks(project: Project) -> list[KeyedChunk]:
     keyed: list[list[KeyedChunk]] = []
     for document in project.documents():
         doc_key = stable_hash("document", document.relpath, document.text)
-        ledger.put_item(
-            Item(doc_key, "-", STAGE, "document", "ok", {"path": document.relpath, "chars": len(document.text)})
-        )
+        doc_payload = {"path": document.relpath, "chars": len(document.text)}
+        batch: list[tuple[Item, list[str]]] = [(Item(doc_key, "-", STAGE, "document", "ok", doc_payload), [])]
         per_doc = []
         for chunk in chunk_document(document.relpath, document.text, settings.chunk_chars):
             key = stable_hash("chunk", doc_key, chunk.index, chunk.text)
             payload = {"doc": chunk.doc, "index": chunk.index, "text": chunk.text}
-            ledger.put_item(Item(key, "-", STAGE, "chunk", "ok", payload), parents=[doc_key])
+            batch.append((Item(key, "-", STAGE, "chunk", "ok", payload), [doc_key]))
             per_doc.append(KeyedChunk(key, chunk))
+        ledger.put_items(batch)  # a document and its chunks in one transaction
         keyed.append(per_doc)
     # Interleave documents so that a capped run still samples every document.
     ordered = [c for group in zip_longest(*keyed) for c in group if c is not None]
@@ -113,7 +113,10 @@ def run(project: Project, console: Console) -> StageReport:
     imported = import_logs(ledger, run_id, project.root, config.synth.import_paths, system_prompt)
     teacher = open_teacher(config.teacher, project.root, logprobs=config.synth.logprobs > 0)
     engine = Engine(config, ledger, prompts, teacher, run_id)
-    fills = asyncio.run(_synthesise(engine, project, chunks, targets, console))
+    try:
+        fills = asyncio.run(_synthesise(engine, project, chunks, targets, console))
+    finally:
+        engine.close()
     if engine.failures:
         reason, count = engine.failures.most_common(1)[0]
         total = sum(engine.failures.values())
@@ -159,7 +162,9 @@ async def _generate(fills: list[Fill], engine: Engine, console: Console, label: 
         def on_group(chosen: Fill, accepted: int) -> None:
             progress.update(task, completed=sum(min(f.accepted, f.target) for f in fills))
 
-        await fill(fills, engine.teacher.parallel, on_group)
+        # Twice as many groups as request slots: while one group waits for its items to reach the disk,
+        # another's request keeps the slot busy. The teacher client still caps requests in flight.
+        await fill(fills, 2 * engine.teacher.parallel, on_group)
 
 
 def _evolution_sources(ledger: Ledger, fills: list[Fill], chunks: list[KeyedChunk]) -> list[tuple[str, str, Any]]:

@@ -12,7 +12,7 @@ from alambic.config import Config
 from alambic.hashing import stable_hash
 from alambic.models import ChatModel, Completion, Message, Sampling, teacher_id
 from alambic.store import Item, Ledger
-from alambic.store.ledger import StoredResponse
+from alambic.store.ledger import GroupCommitWriter, StoredResponse, insert_items, insert_response
 from alambic.synth.chunking import Chunk
 from alambic.synth.prompts import Prompts
 
@@ -38,6 +38,10 @@ class Engine:
         self.business = config.project.business
         self.system_prompt = config.project.resolved_system_prompt()
         self.failures: Counter[str] = Counter()
+        self.writer = GroupCommitWriter(ledger.path)
+
+    def close(self) -> None:
+        self.writer.close()
 
     def sampling(self, key: str, max_tokens: int, **extra: Any) -> Sampling:
         # A seed derived from the request makes a re-run after a crash ask for exactly the same thing.
@@ -78,15 +82,17 @@ class Engine:
             completion.endpoint,
         )
         request = {"messages": messages, "sampling": dataclasses.asdict(sampling)}
-        self.ledger.put_response(
-            cache_key, self.teacher_key, recipe, request, stored, time.monotonic() - began, completion.logprobs
+        seconds, logprobs = time.monotonic() - began, completion.logprobs
+        await self.writer.write(
+            lambda db: insert_response(db, cache_key, self.teacher_key, recipe, request, stored, seconds, logprobs)
         )
         return completion
 
-    def store(self, item: Item, parents: list[str]) -> bool:
-        return self.ledger.put_item(item, parents)
+    async def store(self, item: Item, parents: list[str]) -> bool:
+        """Store an item; returns once it is on disk."""
+        return await self.writer.write(lambda db: insert_items(db, [(item, parents)])) == 1
 
-    def fail(self, key: str, kind: str, exc: Exception, payload: dict[str, Any], parents: list[str]) -> None:
+    async def fail(self, key: str, kind: str, exc: Exception, payload: dict[str, Any], parents: list[str]) -> None:
         reason = f"teacher_error: {exc}" if str(exc) else f"teacher_error: {type(exc).__name__}"
         self.failures[type(exc).__name__] += 1
-        self.ledger.put_item(Item(key, self.run_id, STAGE, kind, "failed", payload, reason[:500]), parents)
+        await self.store(Item(key, self.run_id, STAGE, kind, "failed", payload, reason[:500]), parents)

@@ -84,7 +84,7 @@ class Recipe(ABC):
         try:
             completion = await engine.ask(self.name, messages, sampling)
         except Exception as exc:
-            engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, parents)
+            await engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, parents)
             return 0
         answer = completion.text.strip()
         reason = answer_problem(question, answer, completion.finish_reason, engine.settings.min_answer_words)
@@ -103,7 +103,7 @@ class Recipe(ABC):
             "usage": [completion.prompt_tokens, completion.completion_tokens],
         }
         status = "ok" if reason is None else "rejected"
-        engine.store(Item(key, engine.run_id, STAGE, self.kind, status, payload, reason), parents)
+        await engine.store(Item(key, engine.run_id, STAGE, self.kind, status, payload, reason), parents)
         return int(status == "ok")
 
     async def ask_lines(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> list[str]:
@@ -118,7 +118,7 @@ class Recipe(ABC):
         try:
             completion = await engine.ask(self.name, messages, engine.sampling(key, 48 * count))
         except Exception as exc:
-            engine.fail(key, kind, exc, {"lines": [], **values}, parents)
+            await engine.fail(key, kind, exc, {"lines": [], **values}, parents)
             return []
         lines = parse_lines(completion.text, count, questions_only=kind == "questions")
         payload = {
@@ -127,7 +127,7 @@ class Recipe(ABC):
             "usage": [completion.prompt_tokens, completion.completion_tokens],
         }
         status, reason = ("ok", None) if lines else ("rejected", f"no_{kind}")
-        engine.store(Item(key, engine.run_id, STAGE, kind, status, payload, reason), parents)
+        await engine.store(Item(key, engine.run_id, STAGE, kind, status, payload, reason), parents)
         return lines
 
     async def ask_text(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> str | None:
@@ -139,12 +139,12 @@ class Recipe(ABC):
         try:
             completion = await engine.ask(self.name, messages, engine.sampling(key, engine.settings.max_answer_tokens))
         except Exception as exc:
-            engine.fail(key, kind, exc, {"text": ""}, parents)
+            await engine.fail(key, kind, exc, {"text": ""}, parents)
             return None
         text = completion.text.strip().strip('"“”')
         reason = answer_problem("", text, completion.finish_reason, 3)
         payload = {"text": text, "usage": [completion.prompt_tokens, completion.completion_tokens]}
-        engine.store(
+        await engine.store(
             Item(key, engine.run_id, STAGE, kind, "ok" if reason is None else "rejected", payload, reason), parents
         )
         return text if reason is None else None

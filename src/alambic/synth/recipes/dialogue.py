@@ -92,7 +92,7 @@ class Dialogue(Recipe):
         try:
             completion = await engine.ask(self.name, messages, sampling)
         except Exception as exc:
-            engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, [chunk.key])
+            await engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, [chunk.key])
             return 0
         texts, outcome, reason = dialogue_problem(completion.text, completion.finish_reason, 2)
         payload = {
@@ -106,5 +106,5 @@ class Dialogue(Recipe):
             "usage": [completion.prompt_tokens, completion.completion_tokens],
         }
         status = "ok" if reason is None else "rejected"
-        engine.store(Item(key, engine.run_id, STAGE, self.kind, status, payload, reason), [chunk.key])
+        await engine.store(Item(key, engine.run_id, STAGE, self.kind, status, payload, reason), [chunk.key])
         return int(status == "ok")
