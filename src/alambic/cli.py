@@ -255,7 +255,7 @@ def teacher_serve(
         alias = EMBEDDED_NAME if model == "embedded" else gguf.stem
         output.print(
             f'In alambic.toml:  [teacher] backend = "openai"  base_url = "http://{host}:{port}/v1"  '
-            f'model = "{alias}"  extra_body = {{ repeat_penalty = 1.0 }}',
+            f'model = "{alias}"  json_mode = "json_object"  extra_body = {{ repeat_penalty = 1.0 }}',
             soft_wrap=True,
             highlight=False,
             markup=False,

@@ -135,20 +135,64 @@ class CurateSection(Section):
     )
 
 
+class ScaleSection(Section):
+    backend: Literal["local", "ray"] = Field("local", description="'ray' runs synth groups as a Ray Data pipeline.")
+    address: str | None = Field(None, description="Ray cluster address (e.g. 'auto'); none starts a local Ray.")
+    workers: int = Field(2, ge=1, le=4096, description="Ray workers, each with its own teacher client and shard.")
+    wave_groups: int = Field(256, ge=1, description="Groups handed out per wave, between merges into the ledger.")
+
+
 class DistillSection(Section):
+    method: Literal["sft", "kd", "sparse", "gkd"] = Field(
+        "sft",
+        description="sft: train on the teacher's answers; kd: token-level KD from a local teacher's logits; "
+        "sparse: KD on the teacher's stored top-k logprobs; gkd: kd on a share of the student's own samples.",
+    )
     base: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct) or a local transformers model dir.")
-    prune_layers: int | None = Field(8, ge=1, description="Keep this many layers, evenly spaced; null keeps all.")
+    prune_layers: int | None = Field(8, ge=1, description="Keep this many layers; null keeps all.")
+    prune_strategy: Literal["even", "importance"] = Field(
+        "even", description="even: evenly spaced layers; importance: the layers that change their input most."
+    )
+    importance_examples: int = Field(64, ge=1, description="Training examples the layer importance is measured on.")
     adapter: Literal["full", "lora"] = "full"
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
+    teacher_model: str = Field(
+        "embedded", description="Local teacher for kd, gkd and local sparse: 'embedded', a transformers dir or a GGUF."
+    )
+    teacher_context: Literal["teacher", "student"] = Field(
+        "teacher", description="What the local teacher reads before the answer: its own prompt, or the student's."
+    )
+    kd_ratio: float = Field(0.5, ge=0, le=1, description="loss = (1 - kd_ratio)·CE + kd_ratio·T²·D.")
+    beta: float = Field(0.0, ge=0, le=1, description="D: 0 forward KL, 1 reverse KL, between: generalised JSD(beta).")
+    temperature: float = Field(1.0, gt=0, le=20)
+    top_k: int = Field(64, ge=1, le=1024, description="Teacher log-probs kept per token for sparse (local source).")
+    tail: Literal["zero", "uniform", "renormalise"] = Field(
+        "uniform", description="sparse: the teacher's mass outside its top-k (zero needs beta = 0)."
+    )
+    logits_source: Literal["local", "api"] = Field(
+        "local", description="sparse: top-k from the local teacher_model, or the API logprobs stored by synth."
+    )
+    gkd_lambda: float = Field(0.5, ge=0, le=1, description="gkd: share of steps trained on the student's samples.")
+    gkd_max_new_tokens: int = Field(96, ge=1, description="gkd: longest student sample.")
     epochs: float = Field(6.0, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
+    grad_accumulation: int = Field(1, ge=1, description="Micro-batches per step; the step's gradient is unchanged.")
+    packing: bool = Field(True, description="Pack several examples per sequence, each seeing only itself.")
     max_seq_len: int = Field(384, ge=32)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     checkpoint_every: int = Field(20, ge=1)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DistillSection:
+        if self.grad_accumulation > self.batch_size:
+            raise ValueError("grad_accumulation cannot exceed batch_size (each micro-batch needs an example)")
+        if self.method == "sparse" and self.tail == "zero" and self.beta != 0:
+            raise ValueError("tail 'zero' supports only beta = 0 (forward KL); use tail 'uniform' or 'renormalise'")
+        return self
 
 
 class EvaluateSection(Section):
@@ -172,6 +216,7 @@ class Config(Section):
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     synth: SynthSection = Field(default_factory=SynthSection)
     curate: CurateSection = Field(default_factory=CurateSection)
+    scale: ScaleSection = Field(default_factory=ScaleSection)
     distill: DistillSection = Field(default_factory=DistillSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     release: ReleaseSection = Field(default_factory=ReleaseSection)
