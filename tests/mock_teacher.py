@@ -115,13 +115,32 @@ class MockTeacher:
             ],
             "usage": {"prompt_tokens": len(body) // 4, "completion_tokens": self.tokens},
         }
-        payload = json.dumps(reply).encode()
+        payload = sse_events(reply) if request.get("stream") else json.dumps(reply).encode()
         if fault == "cut":
-            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload[:20])
+            # The whole length is announced, then the connection drops part-way: a body or stream cut short.
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload[:60])
             await writer.drain()
             return False
         self.answered_seeds.append(seed)
-        return await send(writer, 200, payload)
+        content_type = "text/event-stream" if request.get("stream") else "application/json"
+        return await send(writer, 200, payload, content_type=content_type)
+
+
+def sse_events(reply: dict) -> bytes:
+    """The reply as an OpenAI chat-completion stream: one event per line of text, usage, then [DONE]."""
+    choice = reply["choices"][0]
+    text = choice["message"]["content"]
+    pieces = [line + "\n" for line in text.split("\n")[:-1]] + [text.split("\n")[-1]]
+    events = []
+    for i, piece in enumerate(pieces):
+        delta: dict = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+        if choice.get("logprobs") and i == 0:
+            delta["logprobs"] = choice["logprobs"]
+        events.append({"id": reply["id"], "choices": [delta]})
+    events.append({"id": reply["id"], "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+    events.append({"id": reply["id"], "choices": [], "usage": reply["usage"]})
+    lines = [f"data: {json.dumps(event)}\n\n" for event in events] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()
 
 
 VOCABULARY = [
@@ -221,8 +240,10 @@ def token_logprobs(request: dict, tokens: int) -> dict | None:
     return {"content": content}
 
 
-async def send(writer: asyncio.StreamWriter, status: int, body: bytes, extra: str = "") -> bool:
-    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+async def send(
+    writer: asyncio.StreamWriter, status: int, body: bytes, extra: str = "", content_type: str = "application/json"
+) -> bool:
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     writer.write(head.encode() + body)
     await writer.drain()
     return True

@@ -50,6 +50,7 @@ class TeacherSection(Section):
         default_factory=dict,
         description="Extra fields sent with every openai request (server-specific sampling, e.g. top_k).",
     )
+    stream: bool = Field(False, description="Receive answers as server-sent events; a stream cut short is retried.")
     json_mode: Literal["json_schema", "json_object"] = Field(
         "json_schema",
         description="How JSON answers are constrained: OpenAI/vLLM `json_schema`, or llama-cpp-python's `json_object`.",

@@ -14,10 +14,10 @@ from ..conftest import ALAMBIC, FULL_MIX, free_port, mock_teacher, run_cli, smal
 from ..test_resume import kill_when
 
 
-def teacher(urls: list[str], concurrency: int = 8) -> str:
+def teacher(urls: list[str], concurrency: int = 8, stream: bool = False) -> str:
     return (
         f"backend = 'openai'\nbase_url = {json.dumps(urls)}\nmodel = 'mock'\ntimeout_s = 1.0\n"
-        f"concurrency = {concurrency}\nmax_retries = 8\nbackoff_s = 0.02"
+        f"concurrency = {concurrency}\nmax_retries = 8\nbackoff_s = 0.02\nstream = {str(stream).lower()}"
     )
 
 
@@ -62,7 +62,8 @@ def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path: Path, tiny_m
         )
         run_cli("synth", "--project", clean)
     with mock_teacher(fault_rate=0.2, hang=3.0) as faulty_url:
-        config = small_config(tiny_model_dir, synth=FULL_MIX, teacher=teacher([faulty_url, dead]))
+        # Streamed (server-sent events), so that the cut-short fault cuts streams.
+        config = small_config(tiny_model_dir, synth=FULL_MIX, teacher=teacher([faulty_url, dead], stream=True))
         faulty = write_project(tmp_path / "faulty", config)
         run_cli("synth", "--project", faulty)
         stats = httpx.get(faulty_url.removesuffix("/v1") + "/stats").json()
@@ -101,3 +102,20 @@ def test_killed_run_never_resends_a_stored_request(tmp_path: Path, tiny_model_di
         resent = httpx.get(url.removesuffix("/v1") + "/stats").json()["answered_seeds"]
     assert paid and not paid & set(resent)
     assert synth_items(killed) == synth_items(straight)
+
+
+def test_streamed_answers_keep_their_top_logprobs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    synth = FULL_MIX + "logprobs = 3\n"
+    with mock_teacher(tokens=16) as url:
+        project = write_project(
+            tmp_path / "lp", small_config(tiny_model_dir, synth=synth, teacher=teacher([url], stream=True))
+        )
+        run_cli("synth", "--project", project)
+    with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
+        answers = list(ledger.items("synth", "qa", "ok"))
+        assert answers
+        for item in answers:
+            tokens = ledger.logprobs(item.payload["response"])
+            assert tokens is not None and len(tokens) == 16
+            assert all(len(token["top_logprobs"]) == 3 for token in tokens)
+            assert item.payload["answer"]

@@ -37,6 +37,7 @@ def open_teacher(section: TeacherSection, project_root: Path, logprobs: bool = F
             section.max_retries,
             section.backoff_s,
             json_mode=section.json_mode,
+            stream=section.stream,
         )
     if section.backend == "llamacpp":
         from alambic.models.llamacpp import LlamaCppChat

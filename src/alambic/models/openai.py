@@ -5,9 +5,11 @@ that honour Retry-After, and a circuit breaker per replica."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -91,6 +93,33 @@ def response_format(json_mode: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
 
+async def assemble_stream(lines: AsyncIterator[str]) -> dict[str, Any] | None:
+    """A streamed chat completion (server-sent events) as the one JSON object a plain request returns;
+    None if a chunk is malformed or the stream ends before `data: [DONE]`."""
+    content: list[str] = []
+    logprobs: list[dict[str, Any]] = []
+    finish_reason, usage = None, None
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            choice = {"message": {"content": "".join(content)}, "finish_reason": finish_reason}
+            if logprobs:
+                choice["logprobs"] = {"content": logprobs}
+            return {"choices": [choice], "usage": usage or {}}
+        try:
+            chunk = json.loads(payload)
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                content.append((choice.get("delta") or {}).get("content") or "")
+                logprobs += (choice.get("logprobs") or {}).get("content") or []
+                finish_reason = choice.get("finish_reason") or finish_reason
+        except (ValueError, AttributeError, TypeError):
+            return None
+    return None
+
+
 class OpenAIChat:
     def __init__(
         self,
@@ -104,6 +133,7 @@ class OpenAIChat:
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
         json_mode: str = "json_schema",
+        stream: bool = False,
     ) -> None:
         if not base_urls:
             raise AlambicError("teacher.base_url: no endpoint given")
@@ -112,6 +142,7 @@ class OpenAIChat:
         self.parallel = parallel
         self.extra_body = dict(extra_body or {})
         self.json_mode = json_mode
+        self.stream = stream
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -187,6 +218,9 @@ class OpenAIChat:
         if sampling.top_logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = sampling.top_logprobs
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         body.update(self.extra_body)
         return body
 
@@ -215,7 +249,7 @@ class OpenAIChat:
         """One try: a completion, or (None, seconds the server asked us to wait, why it failed)."""
         began = time.monotonic()
         try:
-            response = await endpoint.client().post("/chat/completions", json=body)
+            response, data = await self._exchange(endpoint, body)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             endpoint.breaker.on_failure(time.monotonic())
             return None, None, f"{type(exc).__name__} from {endpoint.url}"
@@ -227,14 +261,14 @@ class OpenAIChat:
             endpoint.breaker.on_success()
             raise TeacherError(f"HTTP {response.status_code} from {endpoint.url}: {response.text[:200]}")
         try:
-            data = response.json()
+            assert data is not None
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             usage = data.get("usage") or {}
             logprobs = (choice.get("logprobs") or {}).get("content") if "logprobs" in body else None
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        except (AssertionError, KeyError, IndexError, TypeError, AttributeError):
             endpoint.breaker.on_failure(time.monotonic())
-            return None, None, f"malformed response from {endpoint.url}"
+            return None, None, f"malformed or cut-short response from {endpoint.url}"
         endpoint.breaker.on_success()
         completion = Completion(
             text=text,
@@ -246,6 +280,22 @@ class OpenAIChat:
             logprobs=logprobs,
         )
         return completion, None, ""
+
+    async def _exchange(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[httpx.Response, dict | None]:
+        """The response and its body as one JSON object (None if the body is malformed or was cut short)."""
+        if not body.get("stream"):
+            response = await endpoint.client().post("/chat/completions", json=body)
+            if response.status_code >= 400:
+                return response, None
+            try:
+                return response, response.json()
+            except ValueError:
+                return response, None
+        async with endpoint.client().stream("POST", "/chat/completions", json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                return response, None
+            return response, await assemble_stream(response.aiter_lines())
 
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
