@@ -79,3 +79,27 @@ def test_gguf_path_that_does_not_exist(project: Path, tiny_model_dir: Path) -> N
 
 def test_stage_before_its_inputs_exist(project: Path) -> None:
     assert_one_line_error(project, "distill", mentions="run `alambic synth` first")
+
+
+def test_unknown_recipe(project: Path) -> None:
+    (project / "alambic.toml").write_text('[synth]\nrecipes = { "grounded-qa" = 1, "poetry" = 1 }\n', encoding="utf-8")
+    assert_one_line_error(project, "synth", mentions="unknown recipe 'poetry'")
+
+
+def test_self_instruct_without_seed_tasks(project: Path) -> None:
+    (project / "alambic.toml").write_text('[synth]\nrecipes = { "self-instruct" = 1 }\n', encoding="utf-8")
+    assert_one_line_error(project, "synth", mentions="synth.seed_tasks")
+
+
+def test_import_file_that_does_not_exist(project: Path, tiny_model_dir: Path) -> None:
+    synth = 'max_chunks = 2\nimport_paths = ["logs/chats.jsonl"]'
+    (project / "alambic.toml").write_text(small_config(tiny_model_dir, synth=synth), encoding="utf-8")
+    assert_one_line_error(project, "synth", mentions="logs/chats.jsonl does not exist")
+
+
+def test_curate_before_synth(project: Path) -> None:
+    assert_one_line_error(project, "curate", mentions="run `alambic synth` first")
+
+
+def test_review_file_that_does_not_exist(project: Path) -> None:
+    assert_one_line_error(project, "data", "import", "review.csv", mentions="review.csv: does not exist")

@@ -109,6 +109,10 @@ class SynthSection(Section):
             raise ValueError(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
         if any(weight < 0 for weight in self.recipes.values()) or not any(self.recipes.values()):
             raise ValueError("recipe weights must be >= 0 and not all zero")
+        if self.recipes.get("self-instruct") and not self.seed_tasks:
+            raise ValueError("recipe self-instruct needs synth.seed_tasks (a few example tasks)")
+        if self.recipes.get("persona-voice") and not (self.persona.posts or self.persona.posts_file):
+            raise ValueError("recipe persona-voice needs synth.persona.posts or synth.persona.posts_file")
         return self
 
 

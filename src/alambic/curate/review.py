@@ -110,9 +110,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def import_reviews(ledger: Ledger, path: Path) -> dict[str, int]:
     """Record each changed row as a review (keep, reject or edit). Checks every row before writing any."""
+    rows = read_rows(path)
     current = {row["id"]: row for row in dataset_rows(ledger)}
     batch, counts = [], {"reject": 0, "edit": 0, "keep": 0, "unchanged": 0}
-    for number, row in enumerate(read_rows(path), start=1):
+    for number, row in enumerate(rows, start=1):
         review = _review_of(row, current, f"{path}: row {number}")
         if review is None:
             counts["unchanged"] += 1
