@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from alambic.hashing import stable_hash
 from alambic.models import Message
 from alambic.store import Item
-from alambic.synth.curation import answer_problem, is_refusal
+from alambic.synth.curation import answer_problem, is_refusal, parse_lines
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
 
 
@@ -108,8 +108,6 @@ class Recipe(ABC):
 
     async def ask_lines(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> list[str]:
         """A list the teacher writes (questions, tasks), parsed into lines and stored as an item."""
-        from alambic.synth.curation import parse_lines
-
         if (stored := self.settled(key)) is not None:
             return stored.payload["lines"]
         engine = self.engine
