@@ -111,15 +111,15 @@ def run(project: Project, console: Console) -> StageReport:
 
     system_prompt = config.project.resolved_system_prompt()
     imported = import_logs(ledger, run_id, project.root, config.synth.import_paths, system_prompt)
-    teacher = open_teacher(config.teacher, project.root, logprobs=config.synth.logprobs > 0)
-    engine = Engine(config, ledger, prompts, teacher, run_id)
-    try:
-        fills = asyncio.run(_synthesise(engine, project, chunks, targets, console))
-    finally:
-        engine.close()
-    if engine.failures:
-        reason, count = engine.failures.most_common(1)[0]
-        total = sum(engine.failures.values())
+    if config.scale.backend == "ray":
+        from alambic.synth.distributed import synthesise_on_ray
+
+        fills, failures = synthesise_on_ray(project, chunks, targets, run_id, console)
+    else:
+        fills, failures = _synthesise_locally(project, chunks, targets, prompts, run_id, console)
+    if failures:
+        reason, count = failures.most_common(1)[0]
+        total = sum(failures.values())
         ledger.fail_run(run_id, f"{total} teacher requests failed")
         raise AlambicError(
             f"synth: {total} teacher requests failed for good (most often {reason}, {count}x); "
@@ -128,6 +128,18 @@ def run(project: Project, console: Console) -> StageReport:
     summary = _summarise(ledger, run_id, fills, imported, splits, len(config.synth.import_paths))
     ledger.finish_run(run_id, summary)
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+
+
+def _synthesise_locally(
+    project: Project, chunks: list[KeyedChunk], targets: dict[str, int], prompts: Prompts, run_id: str, console: Console
+) -> tuple[list[Fill], Counter[str]]:
+    config = project.config
+    teacher = open_teacher(config.teacher, project.root, logprobs=config.synth.logprobs > 0)
+    engine = Engine(config, project.ledger, prompts, teacher, run_id)
+    try:
+        return asyncio.run(_synthesise(engine, project, chunks, targets, console)), engine.failures
+    finally:
+        engine.close()
 
 
 async def _synthesise(
