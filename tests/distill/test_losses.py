@@ -334,6 +334,16 @@ def test_distillation_loss_with_a_sparse_teacher(batch: dict[str, torch.Tensor])
         assert_same_value_and_grad(out.loss, 0.5 * ce + 0.5 * reference_sparse(batch, tail, 0.0, 1.0), student)
 
 
+def test_without_a_teacher_it_is_the_cross_entropy(batch: dict[str, torch.Tensor]) -> None:
+    student, labels = batch["student"], batch["labels"]
+    out = distillation_loss(student, labels, None, kd_ratio=0.0, chunk_tokens=5)
+    ce = F.cross_entropy(student.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
+    assert_same_value_and_grad(out.loss, ce, student)
+    assert float(out.kd) == 0
+    with pytest.raises(ValueError, match="needs a teacher"):
+        distillation_loss(student, labels, None, kd_ratio=0.5)
+
+
 def test_hidden_states_with_heads_match_logits(batch: dict[str, torch.Tensor]) -> None:
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(B, T, 5, generator=generator, dtype=torch.float64, requires_grad=True)

@@ -5,7 +5,11 @@ import torch
 from rich.console import Console
 
 from alambic.config import DistillSection
-from alambic.distill.student import build_student, evenly_spaced_layers
+from alambic.distill.batches import Example
+from alambic.distill.logits_store import LogitsStore, LogitsStoreWriter
+from alambic.distill.on_policy import OnPolicy
+from alambic.distill.student import build_student, evenly_spaced_layers, prune_layers
+from alambic.distill.teachers import DenseTeacher, HFTeacher, SparseTeacher, TeacherSignal
 from alambic.distill.train import IGNORE_INDEX, Trainer, encode, mean_loss
 from alambic.models.hf import load_causal_lm, load_tokenizer
 
@@ -49,12 +53,38 @@ def test_pruned_student_keeps_the_chosen_layers(tiny_model_dir: Path, tmp_path: 
     assert torch.allclose(same(ids).logits, base(ids).logits)
 
 
-def make_trainer(tiny_model_dir: Path, checkpoint: Path, **overrides: object) -> Trainer:
+def teacher_signal(method: str, tiny_model_dir: Path, examples: list[Example], store: Path) -> TeacherSignal | None:
+    if method == "sft":
+        return None
+    teacher = HFTeacher(tiny_model_dir, False)
+    if method in ("kd", "gkd"):
+        return DenseTeacher(teacher, examples, examples, 2)
+    if not store.exists():
+        with LogitsStoreWriter(store, k=16, vocab_size=49152, teacher="tiny", dataset_hash="test") as writer:
+            for example, top in zip(examples, teacher.top_k(examples, 16, 49152, 2, 128), strict=True):
+                writer.add(example.key, top.ids, top.logprobs)
+    return SparseTeacher(LogitsStore(store), examples, "uniform")
+
+
+def make_trainer(tiny_model_dir: Path, checkpoint: Path, method: str = "sft", **overrides: object) -> Trainer:
     tokenizer = load_tokenizer(tiny_model_dir)
-    examples = [encode(tokenizer, MESSAGES, 128), encode(tokenizer, ARABIC, 128)] * 3
-    settings = DistillSection(epochs=4, batch_size=2, learning_rate=3e-3, precision="fp32", **overrides)
+    examples = [encode(tokenizer, messages, 128, key=f"item-{i}") for i, messages in enumerate([MESSAGES, ARABIC] * 3)]
+    settings = DistillSection(
+        **{"epochs": 4, **overrides},
+        method=method,
+        batch_size=2,
+        learning_rate=3e-3,
+        precision="fp32",
+        kd_ratio=0.7,
+        gkd_max_new_tokens=8,
+    )
+    teacher = teacher_signal(method, tiny_model_dir, examples, checkpoint.parent / "store")
+    on_policy = None
+    if method == "gkd":
+        on_policy = OnPolicy(HFTeacher(tiny_model_dir, False), examples, examples, settings, 2, 2)
     torch.manual_seed(0)
-    return Trainer(load_causal_lm(tiny_model_dir), examples, tokenizer.pad_token_id, settings, checkpoint)
+    model = load_causal_lm(tiny_model_dir) if method == "sft" else prune_layers(load_causal_lm(tiny_model_dir), [0, 3])
+    return Trainer(model, examples, tokenizer.pad_token_id, settings, checkpoint, teacher, on_policy)
 
 
 def test_training_lowers_the_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -66,13 +96,14 @@ def test_training_lowers_the_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert after < before * 0.7
 
 
-def test_resumed_training_continues_the_same_loss_curve(tiny_model_dir: Path, tmp_path: Path) -> None:
-    straight = make_trainer(tiny_model_dir, tmp_path / "a", checkpoint_every=5).train(Console(quiet=True))
-    first = make_trainer(tiny_model_dir, tmp_path / "b", checkpoint_every=5)
-    first.total_steps = 5  # stop early, as a crash after the step-5 checkpoint would
+@pytest.mark.parametrize("method", ["sft", "kd", "sparse", "gkd"])
+def test_resumed_training_continues_the_same_loss_curve(tiny_model_dir: Path, tmp_path: Path, method: str) -> None:
+    settings = {"epochs": 1.3, "checkpoint_every": 2}  # 4 steps of 3 per epoch: the resumed part crosses an epoch
+    straight = make_trainer(tiny_model_dir, tmp_path / "a", method, **settings).train(Console(quiet=True))
+    first = make_trainer(tiny_model_dir, tmp_path / "b", method, **settings)
+    first.total_steps = 2  # stop early, as a crash after the step-2 checkpoint would
     first.train(Console(quiet=True))
-    resumed_trainer = make_trainer(tiny_model_dir, tmp_path / "b", checkpoint_every=5)
-    resumed = resumed_trainer.train(Console(quiet=True))
-    assert resumed.resumed_from == 5
-    assert [s for s, _ in resumed.losses] == list(range(1, 13))
+    resumed = make_trainer(tiny_model_dir, tmp_path / "b", method, **settings).train(Console(quiet=True))
+    assert resumed.resumed_from == 2
+    assert [s for s, _ in resumed.losses] == list(range(1, 5))
     assert [v for _, v in resumed.losses] == pytest.approx([v for _, v in straight.losses], rel=1e-5)

@@ -1,21 +1,28 @@
-"""distill: train a small student on the teacher's answers (sequence-level KD)."""
+"""distill: train a small student from the teacher: on its answers (sft), its logits (kd, gkd) or its top-k (sparse)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from alambic.config import DistillSection
+from alambic.distill.batches import Example, encode
+from alambic.distill.on_policy import OnPolicy
 from alambic.distill.student import build_student
-from alambic.distill.train import Trainer, encode
+from alambic.distill.teachers import DenseTeacher, HFTeacher, SparseTeacher, TeacherSignal, logits_width, shared_width
+from alambic.distill.topk import api_store, local_store, local_teacher, record_teacher, teacher_examples
+from alambic.distill.train import Trainer, use_bf16
 from alambic.errors import AlambicError
 from alambic.hashing import dir_bytes, dir_sha256, file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_NAME, embedded_hf_dir
+from alambic.models.hf import load_tokenizer
 from alambic.project import Project
 from alambic.stage import StageReport
 from alambic.store import Artifact, Item, Ledger
@@ -77,12 +84,25 @@ def run(project: Project, console: Console) -> StageReport:
     if run.state == "done":
         return StageReport(STAGE, run_id, True, run.summary)
 
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        console.print(f"[yellow]distill: warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
     run_dir = project.artifact_dir(run_id)
     init_dir, student_dir = run_dir / "init", run_dir / "student"
-    init_info = _initial_student(ledger, run_id, base_dir, base_name, init_dir, settings)
+    tokenizer = load_tokenizer(base_dir)
+    examples = [encode(tokenizer, item.payload["messages"], settings.max_seq_len, item.key) for item in train_items]
+    init_info = _initial_student(
+        ledger, run_id, base_dir, base_name, init_dir, settings, examples, tokenizer.pad_token_id
+    )
+    console.print(f"distill: student keeps layers {init_info['kept_layers']} of {init_info['base_layers']}")
     model, tokenizer = _trainable_student(init_dir, settings)
-    examples = [encode(tokenizer, item.payload["messages"], settings.max_seq_len) for item in train_items]
-    trainer = Trainer(model, examples, tokenizer.pad_token_id, settings, run_dir / "checkpoint")
+    teacher, on_policy, teacher_info = _teacher(
+        project, run_id, settings, dataset.id, train_items, examples, tokenizer, model, console, warn
+    )
+    trainer = Trainer(model, examples, tokenizer.pad_token_id, settings, run_dir / "checkpoint", teacher, on_policy)
     if trainer_resumes := (run_dir / "checkpoint").exists():
         console.print(f"distill: resuming {run_id} from its last checkpoint")
     result = trainer.train(console)
@@ -94,17 +114,21 @@ def run(project: Project, console: Console) -> StageReport:
     tokenizer.save_pretrained(student_dir)
     summary = {
         **init_info,
+        **teacher_info,
+        "method": settings.method,
         "adapter": settings.adapter,
         "examples": len(examples),
         "steps": result.steps,
         "resumed_from_step": result.resumed_from if trainer_resumes else 0,
         "losses": result.losses,
+        "on_policy_steps": sum(on_policy.applies(step) for step in range(result.steps)) if on_policy else 0,
         "train_tokens": result.tokens,
         "tokens_per_second": round(result.tokens_per_second, 1),
         "bf16": trainer.bf16,
         "dataset": dataset.id,
         "init_dir": str(init_dir),
         "student_dir": str(student_dir),
+        "warnings": warnings,
     }
     student = Artifact(
         f"student-{run_id}",
@@ -113,24 +137,97 @@ def run(project: Project, console: Console) -> StageReport:
         str(student_dir),
         dir_sha256(student_dir),
         dir_bytes(student_dir),
-        {"adapter": settings.adapter},
+        {"adapter": settings.adapter, "method": settings.method},
         time.time(),
     )
-    ledger.add_artifact(student, parents=[dataset.id, f"student-init-{run_id}"])
+    parents = [dataset.id, f"student-init-{run_id}", *teacher_info.get("teacher_artifacts", [])]
+    ledger.add_artifact(student, parents=parents)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     ledger.finish_run(run_id, summary)
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
 
 
+def _teacher(
+    project: Project,
+    run_id: str,
+    settings: DistillSection,
+    dataset_id: str,
+    items: list[Item],
+    examples: list[Example],
+    tokenizer: Any,
+    model: Any,
+    console: Console,
+    warn: Callable[[str], None],
+) -> tuple[TeacherSignal | None, OnPolicy | None, dict[str, Any]]:
+    """What the student learns from besides the answers' text (gkd: also from its own), and what to record."""
+    if settings.method == "sft":
+        return None, None, {}
+    student = (tokenizer.get_vocab(), logits_width(model), tokenizer.pad_token_id)
+    if settings.method == "sparse" and settings.logits_source == "api":
+        info = api_store(
+            project.ledger, run_id, project.artifact_dir, settings, dataset_id, items, examples, tokenizer, warn
+        )
+    elif settings.method == "sparse":
+        teachers = teacher_examples(tokenizer, items, examples, settings)
+        folder = project.artifact_dir
+        info = local_store(
+            project.ledger, run_id, folder, settings, dataset_id, teachers, student, project.root, console, warn
+        )
+    else:
+        return _dense_teacher(project, run_id, settings, items, examples, tokenizer, student, warn)
+    verb = "reusing" if info.reused else "wrote"
+    bytes_per_token = info.store.bytes_per_token()
+    console.print(f"distill: {verb} teacher top-k store {info.artifact_id} ({bytes_per_token:.0f} B/token)")
+    record = {**info.summary, "logits_store": info.artifact_id, "teacher_artifacts": [info.artifact_id]}
+    return SparseTeacher(info.store, examples, settings.tail), None, record
+
+
+def _dense_teacher(
+    project: Project,
+    run_id: str,
+    settings: DistillSection,
+    items: list[Item],
+    examples: list[Example],
+    tokenizer: Any,
+    student: tuple[dict[str, int], int, int],
+    warn: Callable[[str], None],
+) -> tuple[TeacherSignal, OnPolicy | None, dict[str, Any]]:
+    """The local teacher of kd and gkd, run on every batch (gkd: also on the student's own answers)."""
+    model = local_teacher(settings, project.root)
+    if model.is_gguf:
+        raise AlambicError(
+            f"distill.method = '{settings.method}' runs the teacher on every batch and needs a transformers model; "
+            "for a GGUF teacher use method = 'sparse' (its top-k are computed once)"
+        )
+    teacher = HFTeacher(model.path, use_bf16(settings.precision))
+    vocab, width, pad_id = student
+    shared_width(teacher.vocab, vocab, teacher.width, width, teacher_name=model.name, method=settings.method, warn=warn)
+    teacher_id = record_teacher(project.ledger, run_id, model.name, model.path, model.sha256())
+    teachers = teacher_examples(tokenizer, items, examples, settings)
+    on_policy = None
+    if settings.method == "gkd":
+        on_policy = OnPolicy(teacher, examples, teachers, settings, pad_id, tokenizer.eos_token_id)
+    info = {"teacher": model.name, "teacher_artifacts": [teacher_id]}
+    return DenseTeacher(teacher, teachers, examples, pad_id), on_policy, info
+
+
 def _initial_student(
-    ledger: Ledger, run_id: str, base_dir: Path, base_name: str, init_dir: Path, settings: DistillSection
+    ledger: Ledger,
+    run_id: str,
+    base_dir: Path,
+    base_name: str,
+    init_dir: Path,
+    settings: DistillSection,
+    examples: list[Example],
+    pad_id: int,
 ) -> dict[str, Any]:
     artifact_id = f"student-init-{run_id}"
     existing = ledger.artifact(artifact_id)
     if existing is not None and init_dir.is_dir():
         return existing.meta
     shutil.rmtree(init_dir, ignore_errors=True)
-    info = build_student(base_dir, init_dir, settings.prune_layers)
+    measured = examples[: settings.importance_examples]
+    info = build_student(base_dir, init_dir, settings.prune_layers, settings.prune_strategy, measured, pad_id)
     info["base"] = base_name
     ledger.add_artifact(
         Artifact(
@@ -148,7 +245,7 @@ def _initial_student(
 
 
 def _trainable_student(init_dir: Path, settings: DistillSection) -> tuple[Any, Any]:
-    from alambic.models.hf import load_causal_lm, load_tokenizer
+    from alambic.models.hf import load_causal_lm
 
     model = load_causal_lm(init_dir)
     if settings.adapter == "lora":

@@ -182,7 +182,7 @@ def sparse_generalised_jsd(
 def distillation_loss(
     student_logits: Tensor,
     labels: Tensor,
-    teacher: Tensor | TopKTeacher,
+    teacher: Tensor | TopKTeacher | None,
     *,
     kd_ratio: float = 0.5,
     beta: float = 0.0,
@@ -195,8 +195,9 @@ def distillation_loss(
 ) -> DistillationLoss:
     """(1 − kd_ratio)·CE + kd_ratio·T²·D in one chunked pass. D is `generalised_jsd` or `sparse_generalised_jsd`.
 
-    ``teacher`` holds dense teacher logits (or hidden states, with ``teacher_head``) or a `TopKTeacher`. CE is
-    taken on the labels at temperature 1 over the student's full vocabulary. Both terms share one normaliser.
+    ``teacher`` holds dense teacher logits (or hidden states, with ``teacher_head``) or a `TopKTeacher`; None (with
+    kd_ratio 0) gives CE alone. CE is taken on the labels at temperature 1 over the student's full vocabulary. Both
+    terms share one normaliser.
     """
     _check(beta, temperature, chunk_tokens)
     if not 0.0 <= kd_ratio <= 1.0:
@@ -204,7 +205,11 @@ def distillation_loss(
     rows, mask = _flatten(student_logits, labels, ignore_index)
     targets = labels.reshape(-1)
     with_kd = kd_ratio > 0
-    if isinstance(teacher, TopKTeacher):
+    if teacher is None:
+        if with_kd:
+            raise ValueError("kd_ratio > 0 needs a teacher")
+        chunk, extras = _ce_chunk(student_head), [targets]
+    elif isinstance(teacher, TopKTeacher):
         if teacher.tail not in TAILS:
             raise ValueError(f"tail must be one of {TAILS}, not {teacher.tail!r}")
         if teacher.tail == "zero" and beta != 0 and with_kd:
@@ -258,6 +263,14 @@ def _cross_entropy(logits: Tensor, targets: Tensor, log_probs: Tensor | None) ->
     if log_probs is not None:  # already have log_softmax(logits): reuse it
         return -log_probs.gather(1, targets[:, None]).sum()
     return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def _ce_chunk(student_head: Head | None) -> ChunkFn:
+    def chunk(student: Tensor, targets: Tensor) -> tuple[Tensor, ...]:
+        logits = _logits(student, student_head)
+        return _cross_entropy(logits, targets, None), logits.new_zeros(())
+
+    return chunk
 
 
 def _dense_chunk(

@@ -1,12 +1,14 @@
-"""The training loop: sequence-level KD on the teacher's answers, with checkpoints that resume exactly."""
+"""The training loop: SFT or logit distillation on packed batches, with checkpoints that resume exactly."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,14 @@ from rich.console import Console
 from rich.progress import TextColumn
 
 from alambic.config import DistillSection
-from alambic.models.base import Message
+from alambic.distill.batches import Batch, Example, encode, labelled_tokens, make_batch
+from alambic.distill.losses import IGNORE_INDEX, DistillationLoss, distillation_loss
+from alambic.distill.on_policy import OnPolicy
+from alambic.distill.teachers import TeacherSignal, decoder_and_head
+from alambic.errors import AlambicError
 from alambic.stage import progress_bar
 
-IGNORE_INDEX = -100
-
-
-@dataclass
-class Example:
-    input_ids: list[int]
-    labels: list[int]
+__all__ = ["IGNORE_INDEX", "Example", "TrainResult", "Trainer", "batch_loss", "encode", "mean_loss", "use_bf16"]
 
 
 @dataclass
@@ -42,57 +42,75 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def encode(tokenizer: Any, messages: list[Message], max_len: int) -> Example:
-    """Token ids of a whole conversation, with labels only on the last (assistant) turn."""
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise ValueError("chat template does not extend the prompt; cannot mask the prompt tokens")
-    labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids) :]
-    return Example(full_ids[:max_len], labels[:max_len])
-
-
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 def use_bf16(precision: str) -> bool:
     if precision == "auto":
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return precision == "bf16"
 
 
+def batch_loss(
+    model: Any,
+    batch: Batch,
+    indices: Sequence[int],
+    teacher: TeacherSignal | None,
+    settings: DistillSection,
+    num_tokens: float,
+) -> DistillationLoss:
+    """The loss of one micro-batch, as a sum over its labelled rows divided by ``num_tokens``.
+
+    Rows the teacher covers get (1 - kd_ratio)·CE + kd_ratio·T²·D; the others (items without teacher log-probs,
+    the answer's end-of-turn token for API log-probs) get CE alone, as `sft` would train them.
+    """
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(**batch.model_inputs()).last_hidden_state
+    if teacher is None:
+        return distillation_loss(hidden, batch.labels, None, kd_ratio=0.0, num_tokens=num_tokens, student_head=head)
+    signal, covered, teacher_head = teacher.for_batch(batch, indices)
+    distilled = distillation_loss(
+        hidden,
+        batch.labels.masked_fill(~covered, IGNORE_INDEX),
+        signal,
+        kd_ratio=settings.kd_ratio,
+        beta=settings.beta,
+        temperature=settings.temperature,
+        num_tokens=num_tokens,
+        student_head=head,
+        teacher_head=teacher_head,
+    )
+    plain = distillation_loss(
+        hidden,
+        batch.labels.masked_fill(covered, IGNORE_INDEX),
+        None,
+        kd_ratio=0.0,
+        num_tokens=num_tokens,
+        student_head=head,
+    )
+    return DistillationLoss(distilled.loss + plain.loss, distilled.ce + plain.ce, distilled.kd, num_tokens)
+
+
 @torch.no_grad()
 def mean_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int = 8) -> float:
     """Token-weighted cross-entropy over the labelled tokens."""
     model.eval()
-    total, count = 0.0, 0
+    total = 0.0
+    decoder, head = decoder_and_head(model)
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size], pad_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        targets = batch["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
-        )
-        total += loss.item()
-        count += int((targets != IGNORE_INDEX).sum())
-    return total / max(count, 1)
+        batch = make_batch(examples[start : start + batch_size], pad_id, packing=False, capacity=0)
+        hidden = decoder(**batch.model_inputs()).last_hidden_state
+        total += float(distillation_loss(hidden, batch.labels, None, kd_ratio=0.0, num_tokens=1, student_head=head).ce)
+    return total / max(labelled_tokens(examples), 1)
 
 
 class Trainer:
     def __init__(
-        self, model: Any, examples: list[Example], pad_id: int, settings: DistillSection, checkpoint_dir: Path
+        self,
+        model: Any,
+        examples: list[Example],
+        pad_id: int,
+        settings: DistillSection,
+        checkpoint_dir: Path,
+        teacher: TeacherSignal | None = None,
+        on_policy: OnPolicy | None = None,
     ) -> None:
         if not examples:
             raise ValueError("no training examples")
@@ -101,6 +119,8 @@ class Trainer:
         self.pad_id = pad_id
         self.settings = settings
         self.checkpoint_dir = checkpoint_dir
+        self.teacher = teacher
+        self.on_policy = on_policy
         self.steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
         self.total_steps = max(1, math.ceil(settings.epochs * self.steps_per_epoch))
         params = [p for p in model.parameters() if p.requires_grad]
@@ -120,6 +140,12 @@ class Trainer:
         order = torch.randperm(len(self.examples), generator=generator).tolist()
         size = self.settings.batch_size
         return order[position * size : (position + 1) * size]
+
+    def micro_batches(self, indices: list[int]) -> list[list[int]]:
+        """The step's examples in `grad_accumulation` contiguous parts, as even in size as they can be."""
+        parts = min(self.settings.grad_accumulation, len(indices))
+        bounds = [round(i * len(indices) / parts) for i in range(parts + 1)]
+        return [indices[a:b] for a, b in itertools.pairwise(bounds)]
 
     def train(self, console: Console) -> TrainResult:
         result = TrainResult(steps=self.total_steps, resumed_from=self._load_checkpoint())
@@ -155,16 +181,40 @@ class Trainer:
         self.model.eval()
         return result
 
+    def accumulate(self, indices: list[int]) -> tuple[float, int]:
+        """Forward and backward over the step's micro-batches; the gradients add up to those of the whole step."""
+        return self._accumulate(self.examples, indices, self.teacher, self.settings)
+
+    def _accumulate(
+        self, examples: Sequence[Example], indices: list[int], teacher: TeacherSignal | None, settings: DistillSection
+    ) -> tuple[float, int]:
+        num_tokens = max(labelled_tokens([examples[i] for i in indices]), 1)
+        total, tokens = 0.0, 0
+        for part in self.micro_batches(indices):
+            batch = make_batch([examples[i] for i in part], self.pad_id, settings.packing, settings.max_seq_len)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                loss = batch_loss(self.model, batch, part, teacher, settings, num_tokens)
+            loss.loss.backward()
+            total += float(loss.loss.detach())
+            tokens += batch.tokens
+        return total, tokens
+
     def _step(self, step: int) -> tuple[float, int]:
-        batch = collate([self.examples[i] for i in self.batch_indices(step)], self.pad_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            output = self.model(**batch)
-        output.loss.backward()
+        indices = self.batch_indices(step)
+        if self.on_policy is not None and self.on_policy.applies(step):
+            sampled, teacher = self.on_policy.sample(self.model, indices, step)
+            divergence_only = self.settings.model_copy(update={"kd_ratio": 1.0})
+            loss, tokens = self._accumulate(sampled, list(range(len(sampled))), teacher, divergence_only)
+        else:
+            loss, tokens = self.accumulate(indices)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(output.loss.detach()), int(batch["attention_mask"].sum())
+        return loss, tokens
+
+    def _data_order(self) -> dict[str, int]:
+        return {"seed": self.settings.seed, "examples": len(self.examples), "batch_size": self.settings.batch_size}
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self._stop_requested = True
@@ -185,6 +235,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": torch.get_rng_state(),
+            "data_order": self._data_order(),
         }
         torch.save(state, partial / "state.pt")
         # Swap in the new checkpoint only once it is complete on disk.
@@ -204,6 +255,8 @@ class Trainer:
                 return 0
             path = old
         state = torch.load(path, weights_only=False)
+        if state.get("data_order") != self._data_order():
+            raise AlambicError(f"{path}: a checkpoint of another data order ({state.get('data_order')}); delete it")
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,81 @@
+"""API logprobs (token strings and bytes) mapped onto the student's token ids, only where the tokenisations agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alambic.distill.api_logprobs import FILLER_LOGPROB, TokenBytes, as_top_k, map_answer
+from alambic.distill.batches import encode
+from alambic.models.hf import load_tokenizer
+
+ANSWER = "Yes, we ship to Egypt ☕ نعم، خلال 6 إلى 10 أيام."
+MESSAGES = [{"role": "user", "content": "Do you ship to Egypt?"}, {"role": "assistant", "content": ANSWER}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path) -> Any:
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def vocab(tokenizer: Any) -> TokenBytes:
+    return TokenBytes(tokenizer)
+
+
+def entries(tokenizer: Any, vocab: TokenBytes, text: str, style: str) -> list[dict[str, Any]]:
+    """What a server returns for `text`: OpenAI gives each token's bytes; llama.cpp decodes it alone, lossily."""
+
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        raw = vocab.of_id[token_id]
+        if style == "openai":
+            return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+        return {"token": raw.decode("utf-8", "ignore"), "logprob": logprob, "bytes": None}
+
+    result = []
+    for position, token_id in enumerate(tokenizer(text, add_special_tokens=False)["input_ids"]):
+        alternatives = [entry(token_id, -0.5), entry(1000 + position, -1.5), entry(2000 + position, -2.5)]
+        result.append({**entry(token_id, -0.5), "top_logprobs": alternatives})
+    return result
+
+
+def test_token_bytes_spell_out_any_text(tokenizer: Any, vocab: TokenBytes) -> None:
+    ids = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    assert b"".join(vocab.of_id[i] for i in ids) == ANSWER.encode("utf-8")
+    assert any(vocab.is_partial_character(i) for i in ids)  # the emoji and Arabic split inside characters
+    assert all(vocab.id_of[vocab.of_id[i]] == i for i in ids)
+    assert vocab.of_id[tokenizer.convert_tokens_to_ids("<|im_end|>")] == b"<|im_end|>"
+
+
+@pytest.mark.parametrize("style", ["openai", "llamacpp"])
+def test_logprobs_map_onto_the_students_answer_tokens(tokenizer: Any, vocab: TokenBytes, style: str) -> None:
+    answer_ids = encode(tokenizer, MESSAGES, 256).answer_ids  # the answer, then <|im_end|> and a newline
+    # synth stores the stripped text: the teacher's surrounding whitespace tokens are dropped
+    teacher = entries(tokenizer, vocab, "\n" + ANSWER + "\n\n", style)
+    rows = map_answer(teacher, answer_ids, vocab)
+    assert rows is not None
+    assert len(rows) == len(tokenizer(ANSWER, add_special_tokens=False)["input_ids"]) == len(answer_ids) - 2
+    for j, row in enumerate(rows):
+        assert row[answer_ids[j]] == -0.5
+        if style == "openai":
+            assert row[1000 + j + 1] == -1.5 and row[2000 + j + 1] == -2.5  # +1: the leading newline's position
+        else:  # llama.cpp cannot name the alternatives that split a character: they are dropped
+            readable = [i for i in (1000 + j + 1, 2000 + j + 1) if not vocab.is_partial_character(i)]
+            assert set(row) == {answer_ids[j], *readable}
+
+
+def test_another_tokenisation_or_answer_is_rejected(tokenizer: Any, vocab: TokenBytes) -> None:
+    answer_ids = encode(tokenizer, MESSAGES, 256).answer_ids
+    by_character = [{"token": c, "logprob": -0.1, "bytes": list(c.encode()), "top_logprobs": []} for c in ANSWER]
+    assert map_answer(by_character, answer_ids, vocab) is None
+    assert map_answer(entries(tokenizer, vocab, "No, we do not ship there.", "openai"), answer_ids, vocab) is None
+    assert map_answer([], answer_ids, vocab) is None
+
+
+def test_rows_of_different_widths_become_k_distinct_ids() -> None:
+    top = as_top_k([{5: -0.1, 0: -2.0}, {7: -3.0, 1: -0.2, 2: -1.0, 9: -4.0, 3: -5.0}], k=4)
+    assert top.ids[0].tolist()[:2] == [5, 0] and top.logprobs[0].tolist()[2:] == [FILLER_LOGPROB] * 2
+    assert top.ids[1].tolist() == [1, 2, 7, 9]  # the four most likely of five
+    assert all(len(set(row)) == 4 for row in top.ids.tolist())
