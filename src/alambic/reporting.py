@@ -33,7 +33,8 @@ def _stage_facts(report: StageReport) -> str:
         return f"{s['kept']} of {s['items']} items kept, {sum(s['rejected'].values())} rejected{verdict}"
     if report.stage == "distill":
         return (
-            f"{len(s['kept_layers'])}/{s['base_layers']} layers, {s['adapter']}, {s['steps']} steps, "
+            f"{s.get('method', 'sft')}, {len(s['kept_layers'])}/{s['base_layers']} layers, {s['adapter']}, "
+            f"{s['steps']} steps, "
             f"{s['tokens_per_second']:.0f} tok/s, final loss {s['losses'][-1][1]:.3f}"
         )
     if report.stage == "evaluate":
@@ -61,15 +62,17 @@ def summary_table(reports: list[StageReport], seconds: float) -> RenderableType:
 
 def evaluation_table(summary: dict[str, Any]) -> Table:
     table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
-    for column in ("model", "token F1", "cosine", "held-out loss", "answer tok/s", "size"):
+    for column in ("model", "token F1", "cosine", "held-out loss", "KL to teacher", "answer tok/s", "size"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for row in summary["models"]:
         loss = "—" if row["heldout_loss"] is None else f"{row['heldout_loss']:.3f}"
+        kl = "—" if row.get("kl_to_teacher") is None else f"{row['kl_to_teacher']:.3f}"
         table.add_row(
             row["label"],
             f"{row['f1']:.3f}",
             f"{row['cosine']:.3f}",
             loss,
+            kl,
             f"{row['tokens_per_second']:.0f}",
             row["size"],
         )

@@ -9,19 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
+from alambic.config import TeacherSection
+from alambic.distill.losses import IGNORE_INDEX
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import Embedder, token_f1
 from alambic.evaluate.report import write_report
 from alambic.hashing import stable_hash
 from alambic.models import ChatModel, Completion, Message, Sampling, open_teacher, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
-from alambic.models.hf import HFChat, load_causal_lm, load_tokenizer
+from alambic.models.hf import HFChat
 from alambic.project import Project
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
 from alambic.store.datasets import latest_synth_run, split_items
+from alambic.store.ledger import Run
 
 STAGE = "evaluate"
 HF_BATCH = 8
@@ -45,45 +49,52 @@ def run(project: Project, console: Console) -> StageReport:
     heldout = heldout[: config.evaluate.max_questions]
     if not heldout:
         raise AlambicError("evaluate: no held-out items; raise synth.heldout_fraction or add documents")
+    compared = compared_runs(ledger, distill_run)
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
-    inputs_hash = stable_hash(distill_run.id, [item.key for item in heldout])
+    inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout])
     run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
         return StageReport(STAGE, run_id, True, run.summary)
 
-    init_dir, student_dir = Path(distill_run.summary["init_dir"]), Path(distill_run.summary["student_dir"])
-    teacher_dir = embedded_hf_dir() if config.teacher.model == "embedded" else None
+    teacher_dir = local_teacher_dir(config.teacher, project.root)
     contestants = [
-        Contestant("base", "base (untrained)", False, init_dir),
-        Contestant("student", "student", False, student_dir),
+        Contestant("base", "base (untrained)", False, Path(distill_run.summary["init_dir"])),
+        *(student_contestant(r, latest=r.id == distill_run.id, several=len(compared) > 1) for r in compared),
         Contestant("teacher", "teacher", False, None),
         Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
+    local = [c for c in contestants if c.model_dir is not None]
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
     losses: dict[str, float] = {}
+    kls: dict[str, float | None] = {}
     with progress_bar(console) as progress:
         task = progress.add_task("evaluate: answering", total=len(heldout) * len(contestants))
 
         def advance(count: int) -> None:
             progress.advance(task, count)
 
-        for contestant in contestants[:2]:
+        reference = HFChat.from_dir(teacher_dir, "teacher") if teacher_dir is not None else None
+        for contestant in local:
             assert contestant.model_dir is not None
             model = HFChat.from_dir(contestant.model_dir, contestant.role)
             sizes[contestant.role] = _hf_size(model.model)
             losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
+            if reference is not None:
+                kls[contestant.role] = kl_to_teacher(model, reference, heldout)
             pending = _Answers(ledger, run_id, contestant, heldout, advance)
             answers[contestant.role] = _answer_locally(pending, model, sampling)
-        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in contestants[2:]]
+        if reference is not None:
+            losses["teacher"] = _heldout_loss(reference.model, reference.tokenizer, heldout)
+            del reference
+        remote = [c for c in contestants if c.model_dir is None]
+        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in remote]
         if any(a.todo for a in teacher_answers):
             asyncio.run(_answer_with_teacher(open_teacher(config.teacher, project.root), teacher_answers, sampling))
-        for contestant, pending in zip(contestants[2:], teacher_answers, strict=True):
+        for contestant, pending in zip(remote, teacher_answers, strict=True):
             answers[contestant.role] = pending.result()
-    if teacher_dir is not None:
-        losses["teacher"] = _heldout_loss(load_causal_lm(teacher_dir), load_tokenizer(teacher_dir), heldout)
 
     embedder = Embedder(minilm_dir())
     references = [item.payload["answer"] for item in heldout]
@@ -100,6 +111,7 @@ def run(project: Project, console: Console) -> StageReport:
                 "f1": sum(map(token_f1, texts, references)) / len(texts),
                 "cosine": sum(cosines) / len(cosines),
                 "heldout_loss": losses.get(contestant.role),
+                "kl_to_teacher": kls.get(contestant.role),
                 "tokens_per_second": tokens / seconds if seconds else 0.0,
                 "size": sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
             }
@@ -118,6 +130,7 @@ def run(project: Project, console: Console) -> StageReport:
         "models": rows,
         "report": str(report_path),
         "distill_run": distill_run.id,
+        "compared_runs": {r.summary.get("method", "sft"): r.id for r in compared},
     }
     write_report(report_path, project.config.project.name, summary, distill_run.summary, examples)
     ledger.add_artifact(
@@ -135,6 +148,59 @@ def run(project: Project, console: Console) -> StageReport:
     )
     ledger.finish_run(run_id, summary)
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+
+
+METHODS = ("sft", "kd", "sparse", "gkd")
+
+
+def compared_runs(ledger: Ledger, latest: Run) -> list[Run]:
+    """The latest finished distill run of each method trained on the same dataset as the latest run."""
+    by_method: dict[str, Run] = {}
+    for run in ledger.runs():
+        if run.stage == "distill" and run.state == "done" and run.summary["dataset"] == latest.summary["dataset"]:
+            by_method[run.summary.get("method", "sft")] = run
+    by_method[latest.summary.get("method", "sft")] = latest
+    return [by_method[method] for method in METHODS if method in by_method]
+
+
+def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
+    """The latest run's student is "student" (the one release ships); others are named by method."""
+    method = run.summary.get("method", "sft")
+    role = "student" if latest else f"student-{method}"
+    label = f"student ({method})" if several else "student"
+    return Contestant(role, label, False, Path(run.summary["student_dir"]))
+
+
+def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | None:
+    """The teacher as a transformers model, where there is one, for held-out loss and KL to the teacher."""
+    if section.model == "embedded":
+        return embedded_hf_dir()
+    path = Path(section.model).expanduser()
+    path = path if path.is_absolute() else project_root / path
+    return path if section.backend == "hf" and (path / "config.json").is_file() else None
+
+
+@torch.inference_mode()
+def kl_to_teacher(student: HFChat, teacher: HFChat, heldout: list[Item]) -> float | None:
+    """Mean forward KL(teacher ‖ student) per answer token of the held-out references (None if the
+    tokenizers differ, since then token distributions cannot be compared)."""
+    from alambic.distill.batches import encode
+
+    if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
+        return None
+    total, tokens = 0.0, 0
+    for item in heldout:
+        example = encode(student.tokenizer, item.payload["messages"], 1024)
+        ids = torch.tensor([example.input_ids])
+        rows = torch.tensor([label != IGNORE_INDEX for label in example.shifted_labels()])
+        student_logits = student.model(input_ids=ids).logits[0, rows].float()
+        teacher_logits = teacher.model(input_ids=ids).logits[0, rows].float()
+        vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+        student_log = torch.log_softmax(student_logits[:, :vocab], -1)
+        teacher_log = torch.log_softmax(teacher_logits[:, :vocab], -1)
+        total += float((teacher_log.exp() * (teacher_log - student_log)).sum())
+        tokens += int(rows.sum())
+    return total / tokens if tokens else None
 
 
 class _Answers:
@@ -191,7 +257,8 @@ async def _answer_with_teacher(teacher: ChatModel, all_answers: list[_Answers], 
 
 
 def _heldout_loss(model: Any, tokenizer: Any, heldout: list[Item]) -> float:
-    from alambic.distill.train import encode, mean_loss
+    from alambic.distill.batches import encode
+    from alambic.distill.train import mean_loss
 
     examples = [encode(tokenizer, item.payload["messages"], 1024) for item in heldout]
     return mean_loss(model, examples, tokenizer.pad_token_id)

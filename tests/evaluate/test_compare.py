@@ -1,0 +1,30 @@
+"""The evaluation table compares every distillation method trained on the same dataset, with KL to the teacher."""
+
+import shutil
+from pathlib import Path
+
+from alambic.store import Ledger
+
+from ..conftest import run_cli, small_config
+
+
+def test_eval_compares_sft_and_kd_students(finished_project: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+    project = tmp_path / "shop"
+    shutil.copytree(finished_project, project)
+    distill = (
+        f'base = "{tiny_model_dir}"\nprune_layers = 2\nepochs = 1\nbatch_size = 4\ncheckpoint_every = 1\n'
+        'method = "kd"\nkd_ratio = 0.5\ntemperature = 2.0'
+    )
+    (project / "alambic.toml").write_text(small_config(tiny_model_dir, distill=distill), encoding="utf-8")
+    run_cli("distill", "--project", project)
+    run_cli("eval", "--project", project)
+    with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
+        summary = ledger.latest_done("evaluate").summary
+    rows = {row["label"]: row for row in summary["models"]}
+    assert {"base (untrained)", "student (sft)", "student (kd)", "teacher", "teacher + chunk"} == set(rows)
+    assert set(summary["compared_runs"]) == {"sft", "kd"}
+    for label in ("base (untrained)", "student (sft)", "student (kd)"):
+        assert rows[label]["kl_to_teacher"] is not None and rows[label]["kl_to_teacher"] > 0
+    assert rows["teacher"]["kl_to_teacher"] is None
+    html = (project / "report.html").read_text(encoding="utf-8")
+    assert "KL to teacher" in html and "student (kd)" in html
