@@ -81,6 +81,7 @@ def small_config(tiny_model_dir: Path, **sections: str) -> str:
         "synth": "max_chunks = 6\nquestions_per_chunk = 2\nmax_answer_tokens = 64\nheldout_fraction = 0.34\n"
         + GROUNDED_ONLY,
         "distill": f'base = "{tiny_model_dir}"\nprune_layers = 2\nepochs = 2\nbatch_size = 4\ncheckpoint_every = 1',
+        "curate": "judge = false",  # the judge is tested against the mock teacher; here it would only cost time
         "evaluate": "max_questions = 3\nmax_new_tokens = 16",
         "release": 'gguf = ["f16"]',
         "serve": 'quant = "f16"',

@@ -41,7 +41,9 @@ def test_report_and_status(finished_project: Path) -> None:
         assert label in report
     assert 'dir="auto"' in report and "data:image/png;base64," in report
     status = json.loads(run_cli("status", "--json", "--project", finished_project).stdout)
-    assert [run["state"] for run in status["runs"]] == ["done"] * 4
+    assert [run["stage"] for run in status["runs"]] == ["synth", "curate", "distill", "evaluate", "release"]
+    assert [run["state"] for run in status["runs"]] == ["done"] * 5
+    assert status["items"]["curate/verdict"]["ok"] > 0
     assert status["items"]["synth/qa"]["ok"] > 0
     kinds = {artifact["kind"] for artifact in status["artifacts"]}
     assert {"dataset", "student-init", "student", "report", "release"} <= kinds

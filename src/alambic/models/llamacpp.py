@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
+
 from alambic.errors import AlambicError
 
 if TYPE_CHECKING:
@@ -54,6 +56,15 @@ def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama
         raise AlambicError(f"{path}: llama.cpp cannot load this GGUF ({exc})") from exc
 
 
+def plain_floats(value: Any) -> Any:
+    """llama-cpp-python's logprobs hold numpy floats, which JSON cannot store: the same values as floats."""
+    if isinstance(value, dict):
+        return {key: plain_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_floats(item) for item in value]
+    return float(value) if isinstance(value, np.floating) else value
+
+
 class LlamaCppChat(LocalChat):
     """A GGUF chat model in this process. llama.cpp runs one request at a time per model."""
 
@@ -87,7 +98,7 @@ class LlamaCppChat(LocalChat):
             completion_tokens=usage["completion_tokens"],
             finish_reason=choice["finish_reason"] or "stop",
             seconds=seconds,
-            logprobs=(choice.get("logprobs") or {}).get("content") if sampling.top_logprobs else None,
+            logprobs=plain_floats((choice.get("logprobs") or {}).get("content")) if sampling.top_logprobs else None,
         )
 
     def close(self) -> None:
