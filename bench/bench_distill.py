@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import mock_teacher  # noqa: E402
 
 from alambic.store import Ledger  # noqa: E402
+from figures import figure  # noqa: E402
 
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # `make peers` builds it
 TRL_SCRIPT = REPO / "bench" / "peers" / "trl_distill.py"
@@ -81,18 +82,6 @@ ENV = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-
-
-def figure(name: str, value: float, unit: str, peer: str, peer_value: float, goal: str) -> dict:
-    return {
-        "figure": name,
-        "value": value,
-        "unit": unit,
-        "peer": peer,
-        "peer_value": peer_value,
-        "ratio": value / peer_value,
-        "goal": goal,
-    }
 
 
 def child(command: list[str], log: Path) -> dict[str, Any]:

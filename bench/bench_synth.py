@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import free_port, mock_teacher, serving  # noqa: E402
 
 from alambic.store import Ledger  # noqa: E402
+from figures import figure  # noqa: E402
 
 LATENCY = 0.2
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # `make peers` builds it
@@ -58,18 +59,6 @@ def timed_synth(project: Path) -> dict:
     )
     done = subprocess.run([sys.executable, "-c", script, str(project)], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def figure(name: str, value: float, unit: str, peer: str, peer_value: float, goal: str) -> dict:
-    return {
-        "figure": name,
-        "value": value,
-        "unit": unit,
-        "peer": peer,
-        "peer_value": peer_value,
-        "ratio": value / peer_value,
-        "goal": goal,
-    }
 
 
 def vs_ideal(tmp: Path) -> list[dict]:
