@@ -65,8 +65,9 @@ def vs_ideal(tmp: Path) -> list[dict]:
     figures = []
     with mock_teacher(latency=LATENCY, tokens=64) as url:
         for in_flight in (16, 64, 256):
-            # About eight seconds of ideal work at each level, so that start-up is a small share.
-            chunks = max(200, int(in_flight / LATENCY * 8 / 2))
+            # About sixteen seconds of ideal work at each level, so that start-up and the last, partly
+            # filled wave of groups (a long run's steady state has neither) are a small share.
+            chunks = max(200, int(in_flight / LATENCY * 16 / 2))
             result = timed_synth(make_project(tmp / f"ideal-{in_flight}", url, "mock", in_flight, chunks))
             ideal = in_flight / LATENCY
             figures.append(
