@@ -136,7 +136,10 @@ class CurateSection(Section):
         0.2, ge=0, le=1, description="Share of items judged twice, to measure agreement."
     )
     judge_min_agreement: float = Field(
-        0.7, ge=0, le=1, description="Below this self-agreement the judge's verdicts are reported, not applied."
+        0.6,
+        ge=0,
+        le=1,
+        description="Below this self-agreement (Cohen's kappa on a re-ask) the judge's scores are not applied.",
     )
 
 

@@ -27,8 +27,8 @@ def _stage_facts(report: StageReport) -> str:
         judge = s["judge"]
         verdict = ""
         if judge.get("enabled"):
-            agreement = judge["self_agreement"]["verdict_agreement"]
-            verdict = f", judge self-agreement {agreement if agreement is not None else 'n/a'}"
+            kappa = judge["self_agreement"].get("kappa")
+            verdict = f", judge self-agreement kappa {kappa if kappa is not None else 'n/a'}"
             verdict += "" if judge["applied"] else " (too low: scores reported, not applied)"
         return f"{s['kept']} of {s['items']} items kept, {sum(s['rejected'].values())} rejected{verdict}"
     if report.stage == "distill":

@@ -97,6 +97,7 @@ def test_curate_judges_records_verdicts_and_review_round_trips(tmp_path: Path, t
         run = ledger.latest_done("curate")
         judge = run.summary["judge"]
         assert judge["applied"] and judge["self_agreement"]["verdict_agreement"] == 1.0
+        assert judge["self_agreement"]["kappa"] == 1.0
         assert judge["self_agreement"]["pairs"] >= 5
         assert run.summary["rejected"]["judge_low_score"] > 0
         verdicts = list(ledger.items("curate", "verdict"))
@@ -151,3 +152,14 @@ def test_parquet_export_loads_with_datasets(tmp_path: Path, tiny_model_dir: Path
     shown = run_cli("data", "show", "--project", project, "--limit", "3")
     assert "dataset (3 of" in shown.stdout
     assert arabic, "Arabic text must survive synth, curate and the parquet export"
+
+
+def test_a_judge_that_fails_everything_is_not_trusted() -> None:
+    from alambic.curate.judge import Judgement, agreement
+
+    harsh = {str(i): [Judgement(1.0, {}, ""), Judgement(1.0, {}, "")] for i in range(20)}
+    assert agreement(harsh, 3.0)["verdict_agreement"] == 1.0 and agreement(harsh, 3.0)["kappa"] == 0.0
+    coin = {
+        str(i): [Judgement(1.0 + 4 * (i % 2), {}, ""), Judgement(1.0 + 4 * (i // 2 % 2), {}, "")] for i in range(20)
+    }
+    assert abs(agreement(coin, 3.0)["kappa"]) < 0.2

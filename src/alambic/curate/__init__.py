@@ -198,7 +198,7 @@ def _judge(
     finally:
         engine.close()
     self_agreement = agreement(judgements, settings.judge_min_score)
-    measured = self_agreement["verdict_agreement"]
+    measured = self_agreement["kappa"]
     applied = measured is None or measured >= settings.judge_min_agreement
     verdicts = {key: results[0] for key, results in judgements.items()}
     if applied:

@@ -71,18 +71,26 @@ class Judge:
 
 
 def agreement(judgements: dict[str, list[Judgement]], threshold: float) -> dict[str, Any]:
-    """How often the judge's pass/fail verdict and its scores were the same on a re-ask."""
+    """How far the judge agrees with itself on a re-ask: raw agreement of its pass/fail verdicts, Cohen's
+    kappa (agreement beyond chance: a judge that gives everything the same verdict scores none, however
+    consistent), and the mean score difference."""
     pairs = [
         (a, b)
         for a, b in (j for j in judgements.values() if len(j) == 2)
         if a.score is not None and b.score is not None
     ]
     if not pairs:
-        return {"pairs": 0, "verdict_agreement": None, "mean_abs_score_difference": None}
-    same = sum((a.score >= threshold) == (b.score >= threshold) for a, b in pairs)
+        return {"pairs": 0, "verdict_agreement": None, "kappa": None, "mean_abs_score_difference": None}
+    first = [a.score >= threshold for a, _ in pairs]
+    second = [b.score >= threshold for _, b in pairs]
+    observed = sum(x == y for x, y in zip(first, second, strict=True)) / len(pairs)
+    p_first, p_second = sum(first) / len(pairs), sum(second) / len(pairs)
+    chance = p_first * p_second + (1 - p_first) * (1 - p_second)
+    kappa = (observed - chance) / (1 - chance) if chance < 1 else 0.0
     difference = sum(abs(a.score - b.score) for a, b in pairs) / len(pairs)
     return {
         "pairs": len(pairs),
-        "verdict_agreement": round(same / len(pairs), 3),
+        "verdict_agreement": round(observed, 3),
+        "kappa": round(kappa, 3),
         "mean_abs_score_difference": round(difference, 3),
     }
