@@ -90,7 +90,7 @@ def init(
 
 @app.command()
 def synth(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Have the teacher write training conversations from docs/, by the recipe mix in [synth]."""
+    """Have the teacher write training conversations from docs/, by the recipe mix of the synth section."""
     from alambic import synth as stage
 
     _stage(project, preset, stage.run)
@@ -106,7 +106,7 @@ def curate(project: ProjectOption = Path("."), preset: PresetOption = None) -> N
 
 @app.command()
 def distill(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Train the student on the teacher's answers (resumes from its last checkpoint)."""
+    """Train the student by sft, kd, sparse or gkd (resumes from its last checkpoint)."""
     from alambic import distill as stage
 
     _stage(project, preset, stage.run)
@@ -114,7 +114,7 @@ def distill(project: ProjectOption = Path("."), preset: PresetOption = None) -> 
 
 @app.command("eval")
 def evaluate(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Compare base, student and teacher on the held-out questions; writes report.html."""
+    """Compare base, each trained student and the teacher on the held-out questions; writes report.html."""
     from alambic import evaluate as stage
 
     _stage(project, preset, stage.run)
