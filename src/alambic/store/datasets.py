@@ -25,7 +25,7 @@ def latest_synth_run(ledger: Ledger) -> Run:
     return run
 
 
-def recipe_selection(ledger: Ledger, kind: str, fingerprint: str | None, groups: int, target: int) -> list[tuple]:
+def recipe_selection(ledger: Ledger, kind: str, fingerprint: str, groups: int, target: int) -> list[tuple]:
     """(order, key, chunk) of the first `target` accepted items of a recipe, in group order.
 
     Only keys and small fields are held, so this stays small however large the items are.
@@ -33,7 +33,7 @@ def recipe_selection(ledger: Ledger, kind: str, fingerprint: str | None, groups:
     chosen = []
     for item in ledger.items("synth", kind, "ok"):
         payload = item.payload
-        if fingerprint is not None and payload.get("fingerprint") != fingerprint:
+        if payload.get("fingerprint") != fingerprint:
             continue
         if payload["order"][0] < groups:
             chosen.append((tuple(payload["order"]), item.key, payload.get("chunk")))

@@ -103,14 +103,16 @@ def run(project: Project, console: Console) -> StageReport:
     config_hash = stable_hash(
         config.synth.fingerprint(), teacher_id(config.teacher), prompts.fingerprint(), config.project.fingerprint()
     )
-    inputs_hash = stable_hash(sorted(splits), _import_digests(project))
+    import_digests = _import_digests(project)
+    inputs_hash = stable_hash(sorted(splits), import_digests)
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
         return StageReport(STAGE, run_id, True, run.summary)
 
     system_prompt = config.project.resolved_system_prompt()
-    imported = import_logs(ledger, run_id, project.root, config.synth.import_paths, system_prompt)
+    paths = config.synth.import_paths
+    imported, import_fingerprint = import_logs(ledger, run_id, project.root, paths, import_digests, system_prompt)
     if config.scale.backend == "ray":
         from alambic.synth.distributed import synthesise_on_ray
 
@@ -125,7 +127,7 @@ def run(project: Project, console: Console) -> StageReport:
             f"synth: {total} teacher requests failed for good (most often {reason}, {count}x); "
             "run again to retry them, finished items are kept"
         )
-    summary = _summarise(ledger, run_id, fills, imported, splits, len(config.synth.import_paths))
+    summary = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths))
     ledger.finish_run(run_id, summary)
     return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
 
@@ -201,7 +203,13 @@ def _evolution_sources(ledger: Ledger, fills: list[Fill], chunks: list[KeyedChun
 
 
 def _summarise(
-    ledger: Ledger, run_id: str, fills: list[Fill], imported: dict[str, int], splits: dict[str, str], files: int
+    ledger: Ledger,
+    run_id: str,
+    fills: list[Fill],
+    splits: dict[str, str],
+    imported: dict[str, int],
+    import_fingerprint: str,
+    files: int,
 ) -> dict:
     recipes: dict[str, dict[str, Any]] = {}
     counts: Counter[str] = Counter()
@@ -224,7 +232,7 @@ def _summarise(
         counts["train"] += imported["ok"]
         recipes["import"] = {
             "kind": IMPORT_KIND,
-            "fingerprint": None,
+            "fingerprint": import_fingerprint,
             "groups": files,
             "target": imported["ok"],
             "accepted": imported["ok"],
@@ -249,6 +257,5 @@ def _summarise(
         "train_items": counts["train"],
         "heldout_items": counts["heldout"],
         "rejected": dict(rejected),
-        "failed": 0,
         "teacher_tokens": {"prompt": tokens[0], "completion": tokens[1]},
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alambic.errors import AlambicError
-from alambic.hashing import file_sha256, stable_hash
+from alambic.hashing import stable_hash
 from alambic.models import Message
 from alambic.store import Item, Ledger
 from alambic.synth.engine import STAGE
@@ -66,18 +66,26 @@ def row_messages(row: Any, system_prompt: str) -> tuple[list[Message], str | Non
     return messages, None
 
 
-def import_logs(ledger: Ledger, run_id: str, root: Path, paths: list[str], system_prompt: str) -> dict[str, int]:
-    """Store every row of every log as an item (ok or rejected with its reason); returns counts by status."""
+def import_logs(
+    ledger: Ledger, run_id: str, root: Path, paths: list[str], digests: list[str], system_prompt: str
+) -> tuple[dict[str, int], str]:
+    """Store every row of every log as an item (ok or rejected with its reason), a file per transaction.
+
+    Returns counts by status and the fingerprint of these files' contents, which marks their items.
+    """
+    fingerprint = stable_hash(KIND, paths, digests)[:16]
     counts = {"ok": 0, "rejected": 0}
-    for file_index, relpath in enumerate(paths):
+    for file_index, (relpath, digest) in enumerate(zip(paths, digests, strict=True)):
         path = (root / relpath).expanduser()
-        digest = file_sha256(path) if path.is_file() else ""
         source_key = stable_hash("import-file", relpath, digest)
-        ledger.put_item(Item(source_key, "-", STAGE, "import-file", "ok", {"path": relpath, "sha256": digest}))
+        batch: list[tuple[Item, list[str]]] = [
+            (Item(source_key, "-", STAGE, "import-file", "ok", {"path": relpath, "sha256": digest}), [])
+        ]
         for number, row in read_rows(path):
             messages, reason = row_messages(row, system_prompt)
             payload = {
                 "recipe": KIND,
+                "fingerprint": fingerprint,
                 "order": [file_index, number],
                 "source": {"file": relpath, "line": number, "sha256": digest},
                 "id": row.get("id") if isinstance(row, dict) else None,
@@ -86,8 +94,9 @@ def import_logs(ledger: Ledger, run_id: str, root: Path, paths: list[str], syste
                 "answer": messages[-1]["content"] if len(messages) > 2 else "",
             }
             status = "ok" if reason is None else "rejected"
-            key = stable_hash(KIND, source_key, number)
             reason = f"malformed_row: {reason}" if reason else None
-            ledger.put_item(Item(key, run_id, STAGE, KIND, status, payload, reason), parents=[source_key])
+            key = stable_hash(KIND, source_key, number)
+            batch.append((Item(key, run_id, STAGE, KIND, status, payload, reason), [source_key]))
             counts[status] += 1
-    return counts
+        ledger.put_items(batch)
+    return counts, fingerprint
