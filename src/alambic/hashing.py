@@ -26,3 +26,9 @@ def dir_sha256(path: Path) -> str:
 
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def files_sha256(root: Path, relpaths: list[str]) -> list[str]:
+    """The sha256 of each file named relative to `root` ("missing" where there is none): what changes when
+    a user replaces an input file."""
+    return [file_sha256(root / p) if (root / p).is_file() else "missing" for p in relpaths]

@@ -21,7 +21,7 @@ from alambic.curate.checks import item_problem, script
 from alambic.curate.dedup import MinHashDeduper, embedding_duplicates, ngrams
 from alambic.curate.judge import Judge, Judgement, agreement
 from alambic.errors import AlambicError
-from alambic.hashing import stable_hash
+from alambic.hashing import files_sha256, stable_hash
 from alambic.models import open_teacher, teacher_id
 from alambic.project import Project
 from alambic.stage import StageReport, progress_bar
@@ -62,7 +62,7 @@ def run(project: Project, console: Console) -> StageReport:
     synth_run = latest_synth_run(ledger)
     prompts = Prompts(project.root)
     judge_id = [teacher_id(config.teacher), prompts.version(*JUDGE_PROMPTS)] if settings.judge else None
-    config_hash = stable_hash(settings.fingerprint(), judge_id, _eval_digest(project, settings))
+    config_hash = stable_hash(settings.fingerprint(), judge_id, files_sha256(project.root, settings.eval_paths))
     run_id = f"curate-{stable_hash(config_hash, synth_run.id)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, synth_run.id)
     if run.state == "done":
@@ -125,12 +125,6 @@ def _prompts_of(row: Any, path: Path, number: int) -> list[str]:
     if isinstance(row, dict) and isinstance(row.get("question"), str):
         return [row["question"]]
     raise AlambicError(f"{path}:{number}: an evaluation row needs messages or a question")
-
-
-def _eval_digest(project: Project, settings: CurateSection) -> list[str]:
-    from alambic.hashing import file_sha256
-
-    return [file_sha256(project.root / p) if (project.root / p).is_file() else "missing" for p in settings.eval_paths]
 
 
 def _rule_and_duplicate_checks(

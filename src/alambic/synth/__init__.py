@@ -13,7 +13,7 @@ from rich.console import Console
 
 from alambic.config import Config
 from alambic.errors import AlambicError
-from alambic.hashing import stable_hash
+from alambic.hashing import files_sha256, stable_hash
 from alambic.models import open_teacher, teacher_id
 from alambic.project import Project
 from alambic.stage import StageReport, progress_bar
@@ -103,7 +103,7 @@ def run(project: Project, console: Console) -> StageReport:
     config_hash = stable_hash(
         config.synth.fingerprint(), teacher_id(config.teacher), prompts.fingerprint(), config.project.fingerprint()
     )
-    import_digests = _import_digests(project)
+    import_digests = files_sha256(project.root, config.synth.import_paths)
     inputs_hash = stable_hash(sorted(splits), import_digests)
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
@@ -160,13 +160,6 @@ async def _synthesise(
         return fills
     finally:
         await engine.teacher.aclose()
-
-
-def _import_digests(project: Project) -> list[str]:
-    from alambic.hashing import file_sha256
-
-    paths = [project.root / p for p in project.config.synth.import_paths]
-    return [file_sha256(p) if p.is_file() else "missing" for p in paths]
 
 
 async def _generate(fills: list[Fill], engine: Engine, console: Console, label: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from alambic.errors import AlambicError
 from alambic.synth.curation import normalise
 from alambic.synth.engine import Engine, KeyedChunk
 from alambic.synth.recipes.base import Recipe
@@ -63,13 +62,11 @@ class SelfInstruct(Recipe):
     examples_per_prompt = 3
 
     def __init__(self, engine: Engine) -> None:
-        if not engine.settings.seed_tasks:
-            raise AlambicError("synth.seed_tasks: the self-instruct recipe needs a few example tasks")
         super().__init__(engine)
         self.group_size = engine.settings.questions_per_chunk
 
     def max_groups(self) -> int:
-        return max(1, len(self.engine.settings.seed_tasks)) * 4 * self.engine.settings.max_rounds
+        return len(self.engine.settings.seed_tasks) * 4 * self.engine.settings.max_rounds
 
     async def run_group(self, index: int) -> int:
         seeds = self.engine.settings.seed_tasks
