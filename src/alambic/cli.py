@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,8 @@ def _quiet_libraries() -> None:
 
 
 def _stage(project_dir: Path, preset: str | None, stage: Callable[[Project, Console], StageReport]) -> StageReport:
+    if int(os.environ.get("RANK", "0")) > 0:  # one of several training processes: rank 0 speaks for all
+        console.quiet = True
     with user_errors():
         _quiet_libraries()
         project = Project.open(project_dir, preset)
@@ -105,8 +108,25 @@ def curate(project: ProjectOption = Path("."), preset: PresetOption = None) -> N
 
 
 @app.command()
-def distill(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+def distill(
+    project: ProjectOption = Path("."),
+    preset: PresetOption = None,
+    processes: Annotated[
+        int, typer.Option(min=1, help="Train data-parallel in this many processes (one per GPU; on CPU, gloo).")
+    ] = 1,
+    strategy: Annotated[
+        str, typer.Option(help="With --processes: ddp, fsdp or zero3 (the accelerate configs alambic ships).")
+    ] = "ddp",
+) -> None:
     """Train the student by sft, kd, sparse or gkd (resumes from its last checkpoint)."""
+    from alambic.distill.parallel import STRATEGIES, launch_command, launched
+
+    if processes > 1 and not launched():
+        with user_errors():
+            if strategy not in STRATEGIES:
+                raise AlambicError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+            command, environment = launch_command(project, preset, processes, strategy)
+        raise typer.Exit(subprocess.run(command, env={**os.environ, **environment}).returncode)
     from alambic import distill as stage
 
     _stage(project, preset, stage.run)

@@ -15,6 +15,7 @@ from rich.markup import escape
 from alambic.config import DistillSection
 from alambic.distill.batches import Example, encode
 from alambic.distill.on_policy import OnPolicy
+from alambic.distill.parallel import Parallel
 from alambic.distill.student import build_student
 from alambic.distill.teachers import DenseTeacher, HFTeacher, SparseTeacher, TeacherSignal, logits_width, shared_width
 from alambic.distill.topk import api_store, local_store, local_teacher, record_teacher, teacher_examples
@@ -75,7 +76,9 @@ def run(project: Project, console: Console) -> StageReport:
     train_items = split_items(ledger, synth_run)["train"]
     if not train_items:
         raise AlambicError("distill: the synth run produced no accepted training items; see `alambic status`")
-    dataset = record_dataset(project, train_items, synth_run.id)
+    parallel = Parallel()
+    with parallel.main_first():
+        dataset = record_dataset(project, train_items, synth_run.id)
     base_dir = base_model_dir(settings, project.root)
     base_name = EMBEDDED_NAME if settings.base == "embedded" else str(base_dir)
     config_hash = stable_hash(settings.fingerprint(), base_name)
@@ -94,24 +97,25 @@ def run(project: Project, console: Console) -> StageReport:
     init_dir, student_dir = run_dir / "init", run_dir / "student"
     tokenizer = load_tokenizer(base_dir)
     examples = [encode(tokenizer, item.payload["messages"], settings.max_seq_len, item.key) for item in train_items]
-    init_info = _initial_student(
-        ledger, run_id, base_dir, base_name, init_dir, settings, examples, tokenizer.pad_token_id
-    )
+    with parallel.main_first():
+        init_info = _initial_student(
+            ledger, run_id, base_dir, base_name, init_dir, settings, examples, tokenizer.pad_token_id
+        )
     console.print(f"distill: student keeps layers {init_info['kept_layers']} of {init_info['base_layers']}")
     model, tokenizer = _trainable_student(init_dir, settings)
-    teacher, on_policy, teacher_info = _teacher(
-        project, run_id, settings, dataset.id, train_items, examples, tokenizer, model, console, warn
-    )
-    trainer = Trainer(model, examples, tokenizer.pad_token_id, settings, run_dir / "checkpoint", teacher, on_policy)
-    if trainer_resumes := (run_dir / "checkpoint").exists():
+    with parallel.main_first():
+        teacher, on_policy, teacher_info = _teacher(
+            project, run_id, settings, dataset.id, train_items, examples, tokenizer, model, console, warn, parallel
+        )
+    checkpoint = run_dir / "checkpoint"
+    trainer = Trainer(model, examples, tokenizer.pad_token_id, settings, checkpoint, teacher, on_policy, parallel)
+    if trainer_resumes := checkpoint.exists():
         console.print(f"distill: resuming {run_id} from its last checkpoint")
     result = trainer.train(console)
     if result.interrupted:
         raise AlambicError(f"distill: stopped at step {result.losses[-1][0]}; run again to resume")
 
-    shutil.rmtree(student_dir, ignore_errors=True)
-    model.save_pretrained(student_dir, safe_serialization=True)
-    tokenizer.save_pretrained(student_dir)
+    weights = trainer.weights() if parallel.processes > 1 else None
     summary = {
         **init_info,
         **teacher_info,
@@ -125,11 +129,17 @@ def run(project: Project, console: Console) -> StageReport:
         "train_tokens": result.tokens,
         "tokens_per_second": round(result.tokens_per_second, 1),
         "bf16": trainer.bf16,
+        "processes": parallel.processes,
         "dataset": dataset.id,
         "init_dir": str(init_dir),
         "student_dir": str(student_dir),
         "warnings": warnings,
     }
+    if not parallel.is_main:  # the main process saves and records the student
+        return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+    shutil.rmtree(student_dir, ignore_errors=True)
+    model.save_pretrained(student_dir, safe_serialization=True, **({"state_dict": weights} if weights else {}))
+    tokenizer.save_pretrained(student_dir)
     student = Artifact(
         f"student-{run_id}",
         run_id,
@@ -158,6 +168,7 @@ def _teacher(
     model: Any,
     console: Console,
     warn: Callable[[str], None],
+    parallel: Parallel,
 ) -> tuple[TeacherSignal | None, OnPolicy | None, dict[str, Any]]:
     """What the student learns from besides the answers' text (gkd: also from its own), and what to record."""
     if settings.method == "sft":
@@ -174,7 +185,7 @@ def _teacher(
             project.ledger, run_id, folder, settings, dataset_id, teachers, student, project.root, console, warn
         )
     else:
-        return _dense_teacher(project, run_id, settings, items, examples, tokenizer, student, warn)
+        return _dense_teacher(project, run_id, settings, items, examples, tokenizer, student, warn, parallel.device)
     verb = "reusing" if info.reused else "wrote"
     bytes_per_token = info.store.bytes_per_token()
     console.print(f"distill: {verb} teacher top-k store {info.artifact_id} ({bytes_per_token:.0f} B/token)")
@@ -191,6 +202,7 @@ def _dense_teacher(
     tokenizer: Any,
     student: tuple[dict[str, int], int, int],
     warn: Callable[[str], None],
+    device: Any,
 ) -> tuple[TeacherSignal, OnPolicy | None, dict[str, Any]]:
     """The local teacher of kd and gkd, run on every batch (gkd: also on the student's own answers)."""
     model = local_teacher(settings, project.root)
@@ -199,7 +211,7 @@ def _dense_teacher(
             f"distill.method = '{settings.method}' runs the teacher on every batch and needs a transformers model; "
             "for a GGUF teacher use method = 'sparse' (its top-k are computed once)"
         )
-    teacher = HFTeacher(model.path, use_bf16(settings.precision))
+    teacher = HFTeacher(model.path, use_bf16(settings.precision), device)
     vocab, width, pad_id = student
     shared_width(teacher.vocab, vocab, teacher.width, width, teacher_name=model.name, method=settings.method, warn=warn)
     teacher_id = record_teacher(project.ledger, run_id, model.name, model.path, model.sha256())

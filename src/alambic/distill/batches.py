@@ -90,6 +90,13 @@ class Batch:
             "use_cache": False,
         }
 
+    def to(self, device: torch.device) -> Batch:
+        if self.input_ids.device == device:
+            return self
+        mask = None if self.attention_mask is None else self.attention_mask.to(device)
+        moved = (self.input_ids.to(device), self.position_ids.to(device), mask, self.labels.to(device))
+        return Batch(*moved, self.starts, self.tokens)
+
     def answer_rows(self, index: int, example: Example, count: int) -> Tensor:
         """Flat positions of the first `count` rows that predict example `index`'s labelled tokens."""
         first = self.starts[index] + example.answer_start

@@ -62,11 +62,13 @@ class OnPolicy:
         for row, prompt in enumerate(prompts):  # left padding: every answer starts at column `width`
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
-        with torch.random.fork_rng(devices=[]), torch.autocast("cpu", torch.bfloat16, enabled=self.teacher.bf16):
+        device = next(model.parameters()).device
+        bf16 = torch.autocast(device.type, torch.bfloat16, enabled=self.teacher.bf16)
+        with torch.random.fork_rng(devices=[]), bf16:
             torch.manual_seed(self._seed(step))
             output = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
                 max_new_tokens=self.settings.gkd_max_new_tokens,
                 do_sample=True,
                 temperature=1.0,

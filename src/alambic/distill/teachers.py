@@ -69,10 +69,11 @@ def shared_width(
 class HFTeacher:
     """A transformers teacher, frozen: it scores the same packed batches as the student."""
 
-    def __init__(self, path: Path, precision_bf16: bool) -> None:
+    def __init__(self, path: Path, precision_bf16: bool, device: torch.device | str = "cpu") -> None:
         from alambic.models.hf import load_causal_lm, load_tokenizer
 
-        self.model = load_causal_lm(path).requires_grad_(False)
+        self.device = torch.device(device)
+        self.model = load_causal_lm(path).requires_grad_(False).to(self.device)
         self.vocab: dict[str, int] = load_tokenizer(path).get_vocab()
         self.width = logits_width(self.model)
         self.bf16 = precision_bf16
@@ -80,8 +81,8 @@ class HFTeacher:
 
     @torch.no_grad()
     def hidden(self, batch: Batch) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.decoder(**batch.model_inputs()).last_hidden_state
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.decoder(**batch.to(self.device).model_inputs()).last_hidden_state
 
     @torch.no_grad()
     def top_k(self, examples: Sequence[Example], k: int, width: int, pad_id: int, capacity: int) -> list[TopK]:
@@ -90,9 +91,9 @@ class HFTeacher:
         result = []
         for index, example in enumerate(examples):
             rows = hidden[batch.answer_rows(index, example, len(example.answer_ids))]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.head(rows)[:, :width]
-            result.append(top_k_logprobs(logits, k))
+            result.append(top_k_logprobs(logits.cpu(), k))
         return result
 
 

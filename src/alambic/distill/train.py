@@ -16,11 +16,13 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import TextColumn
+from torch import Tensor
 
 from alambic.config import DistillSection
 from alambic.distill.batches import Batch, Example, encode, labelled_tokens, make_batch
-from alambic.distill.losses import IGNORE_INDEX, DistillationLoss, distillation_loss
+from alambic.distill.losses import IGNORE_INDEX, DistillationLoss, TopKTeacher, distillation_loss
 from alambic.distill.on_policy import OnPolicy
+from alambic.distill.parallel import Parallel
 from alambic.distill.teachers import TeacherSignal, decoder_and_head
 from alambic.errors import AlambicError
 from alambic.stage import progress_bar
@@ -48,6 +50,18 @@ def use_bf16(precision: str) -> bool:
     return precision == "bf16"
 
 
+class Trunk(torch.nn.Module):
+    """The student up to its last hidden states: the module data parallelism wraps, since the loss applies the
+    output layer itself, a chunk of rows at a time."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: Any) -> Tensor:
+        return decoder_and_head(self.model)[0](**inputs).last_hidden_state
+
+
 def batch_loss(
     model: Any,
     batch: Batch,
@@ -55,17 +69,19 @@ def batch_loss(
     teacher: TeacherSignal | None,
     settings: DistillSection,
     num_tokens: float,
+    trunk: Trunk | None = None,
 ) -> DistillationLoss:
     """The loss of one micro-batch, as a sum over its labelled rows divided by ``num_tokens``.
 
     Rows the teacher covers get (1 - kd_ratio)·CE + kd_ratio·T²·D; the others (items without teacher log-probs,
     the answer's end-of-turn token for API log-probs) get CE alone, as `sft` would train them.
     """
-    decoder, head = decoder_and_head(model)
-    hidden = decoder(**batch.model_inputs()).last_hidden_state
+    head = decoder_and_head(model)[1]
+    hidden = (trunk or Trunk(model))(**batch.model_inputs())
     if teacher is None:
         return distillation_loss(hidden, batch.labels, None, kd_ratio=0.0, num_tokens=num_tokens, student_head=head)
     signal, covered, teacher_head = teacher.for_batch(batch, indices)
+    signal, covered = _on(signal, hidden.device), covered.to(hidden.device)
     distilled = distillation_loss(
         hidden,
         batch.labels.masked_fill(~covered, IGNORE_INDEX),
@@ -88,14 +104,21 @@ def batch_loss(
     return DistillationLoss(distilled.loss + plain.loss, distilled.ce + plain.ce, distilled.kd, num_tokens)
 
 
+def _on(signal: Tensor | TopKTeacher, device: torch.device) -> Tensor | TopKTeacher:
+    if isinstance(signal, TopKTeacher):
+        return TopKTeacher(signal.ids.to(device), signal.logprobs.to(device), signal.tail)
+    return signal.to(device)
+
+
 @torch.no_grad()
 def mean_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int = 8) -> float:
     """Token-weighted cross-entropy over the labelled tokens."""
     model.eval()
     total = 0.0
     decoder, head = decoder_and_head(model)
+    device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
-        batch = make_batch(examples[start : start + batch_size], pad_id, packing=False, capacity=0)
+        batch = make_batch(examples[start : start + batch_size], pad_id, packing=False, capacity=0).to(device)
         hidden = decoder(**batch.model_inputs()).last_hidden_state
         total += float(distillation_loss(hidden, batch.labels, None, kd_ratio=0.0, num_tokens=1, student_head=head).ce)
     return total / max(labelled_tokens(examples), 1)
@@ -111,9 +134,11 @@ class Trainer:
         checkpoint_dir: Path,
         teacher: TeacherSignal | None = None,
         on_policy: OnPolicy | None = None,
+        parallel: Parallel | None = None,
     ) -> None:
         if not examples:
             raise ValueError("no training examples")
+        self.parallel = parallel or Parallel()
         self.model = model
         self.examples = examples
         self.pad_id = pad_id
@@ -124,7 +149,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
         self.total_steps = max(1, math.ceil(settings.epochs * self.steps_per_epoch))
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        self.trunk, self.optimizer = self.parallel.prepare(Trunk(model), optimizer)
         from transformers import get_cosine_schedule_with_warmup
 
         self.scheduler = get_cosine_schedule_with_warmup(
@@ -151,7 +177,7 @@ class Trainer:
         result = TrainResult(steps=self.total_steps, resumed_from=self._load_checkpoint())
         result.losses = self._loaded_losses
         previous = signal.signal(signal.SIGTERM, self._request_stop)
-        self.model.train()
+        self.trunk.train()
         loss_column = TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:.0f} tok/s")
         try:
             with progress_bar(console, loss_column) as progress:
@@ -165,101 +191,134 @@ class Trainer:
                 started = time.monotonic()
                 for step in range(result.resumed_from, self.total_steps):
                     loss, tokens = self._step(step)
+                    loss, tokens, stops = self.parallel.total(loss, tokens, float(self._stop_requested))
                     result.losses.append((step + 1, loss))
-                    result.tokens += tokens
+                    result.tokens += int(tokens)
                     result.seconds = time.monotonic() - started
                     progress.update(task, advance=1, loss=loss, tps=result.tokens_per_second)
                     done = step + 1
-                    if done % self.settings.checkpoint_every == 0 or done == self.total_steps:
+                    if done % self.settings.checkpoint_every == 0 or done == self.total_steps or stops:
                         self._save_checkpoint(done, result.losses)
-                    if self._stop_requested:
-                        self._save_checkpoint(done, result.losses)
+                    if stops:
                         result.interrupted = True
                         break
         finally:
             signal.signal(signal.SIGTERM, previous)
-        self.model.eval()
+        self.trunk.eval()
         return result
 
     def accumulate(self, indices: list[int]) -> tuple[float, int]:
-        """Forward and backward over the step's micro-batches; the gradients add up to those of the whole step."""
-        return self._accumulate(self.examples, indices, self.teacher, self.settings)
+        """Forward and backward over this process's share of the step, in micro-batches: the gradients add up,
+        over the micro-batches and the processes, to those of the whole step."""
+        num_tokens = labelled_tokens([self.examples[i] for i in indices])
+        return self._accumulate(self.examples, self.parallel.share(indices), num_tokens, self.teacher, self.settings)
 
     def _accumulate(
-        self, examples: Sequence[Example], indices: list[int], teacher: TeacherSignal | None, settings: DistillSection
+        self,
+        examples: Sequence[Example],
+        indices: list[int],
+        num_tokens: float,
+        teacher: TeacherSignal | None,
+        settings: DistillSection,
     ) -> tuple[float, int]:
-        num_tokens = max(labelled_tokens([examples[i] for i in indices]), 1)
+        weight = 1.0
+        if not indices:  # no example of the step here, yet this process must join the gradient all-reduce
+            examples, indices, teacher, settings, weight = self.examples, [0], self.teacher, self.settings, 0.0
         total, tokens = 0.0, 0
-        for part in self.micro_batches(indices):
+        parts = self.micro_batches(indices)
+        device = self.parallel.device
+        for number, part in enumerate(parts):
             batch = make_batch([examples[i] for i in part], self.pad_id, settings.packing, settings.max_seq_len)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                loss = batch_loss(self.model, batch, part, teacher, settings, num_tokens)
-            loss.loss.backward()
-            total += float(loss.loss.detach())
-            tokens += batch.tokens
+            batch = batch.to(device)
+            with self.parallel.no_sync(self.trunk, skip=number < len(parts) - 1):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    loss = batch_loss(self.model, batch, part, teacher, settings, max(num_tokens, 1), self.trunk)
+                self.parallel.backward(loss.loss * weight)
+            total += float(loss.loss.detach()) * weight
+            tokens += batch.tokens * int(weight)
         return total, tokens
 
     def _step(self, step: int) -> tuple[float, int]:
         indices = self.batch_indices(step)
         if self.on_policy is not None and self.on_policy.applies(step):
-            sampled, teacher = self.on_policy.sample(self.model, indices, step)
+            share = self.parallel.share(indices)
+            sampled, teacher = self.on_policy.sample(self.model, share, step) if share else ([], None)
+            (num_tokens,) = self.parallel.total(labelled_tokens(sampled))
             divergence_only = self.settings.model_copy(update={"kd_ratio": 1.0})
-            loss, tokens = self._accumulate(sampled, list(range(len(sampled))), teacher, divergence_only)
+            loss, tokens = self._accumulate(sampled, list(range(len(sampled))), num_tokens, teacher, divergence_only)
         else:
             loss, tokens = self.accumulate(indices)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.parallel.clip(self.trunk, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, tokens
 
     def _data_order(self) -> dict[str, int]:
-        return {"seed": self.settings.seed, "examples": len(self.examples), "batch_size": self.settings.batch_size}
+        settings = self.settings
+        return {
+            "seed": settings.seed,
+            "examples": len(self.examples),
+            "batch_size": settings.batch_size,
+            "processes": self.parallel.processes,
+        }
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self._stop_requested = True
 
     # checkpoints ------------------------------------------------------------------
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
+    # state.pt holds what all processes share (weights, schedule, losses); rank-<r>.pt each process's own
+    # optimizer state (a shard under FSDP or ZeRO-3) and random generator.
+    def weights(self) -> dict[str, Tensor]:
+        """The student's whole state dict (gathered under FSDP or ZeRO-3); every process calls it."""
+        return {name.removeprefix("model."): value for name, value in self.parallel.full_state(self.trunk).items()}
+
+    def _trainable_state(self) -> dict[str, Tensor]:
         trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.model.state_dict().items() if k in trainable}
+        return {k: v for k, v in self.weights().items() if k in trainable}
 
     def _save_checkpoint(self, step: int, losses: list[tuple[int, float]]) -> None:
+        parallel = self.parallel
         partial = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        state = {
-            "step": step,
-            "losses": losses,
-            "model": self._trainable_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "data_order": self._data_order(),
-        }
-        torch.save(state, partial / "state.pt")
-        # Swap in the new checkpoint only once it is complete on disk.
-        old = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.checkpoint_dir.exists():
-            os.replace(self.checkpoint_dir, old)
-        os.replace(partial, self.checkpoint_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        weights = self._trainable_state()
+        if parallel.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        parallel.barrier()
+        if parallel.is_main:
+            shared = {"step": step, "losses": losses, "model": weights, "data_order": self._data_order()}
+            torch.save({**shared, "scheduler": self.scheduler.state_dict()}, partial / "state.pt")
+        own = {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+        torch.save(own, partial / f"rank-{parallel.rank}.pt")
+        parallel.barrier()
+        if parallel.is_main:
+            # Swap in the new checkpoint only once it is complete on disk.
+            old = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            if self.checkpoint_dir.exists():
+                os.replace(self.checkpoint_dir, old)
+            os.replace(partial, self.checkpoint_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        parallel.barrier()
 
     def _load_checkpoint(self) -> int:
         self._loaded_losses: list[tuple[int, float]] = []
-        path = self.checkpoint_dir / "state.pt"
-        if not path.is_file():
-            old = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old") / "state.pt"
-            if not old.is_file():
+        folder = self.checkpoint_dir
+        if not (folder / "state.pt").is_file():
+            folder = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old")
+            if not (folder / "state.pt").is_file():
                 return 0
-            path = old
+        path = folder / "state.pt"
         state = torch.load(path, weights_only=False)
         if state.get("data_order") != self._data_order():
-            raise AlambicError(f"{path}: a checkpoint of another data order ({state.get('data_order')}); delete it")
+            raise AlambicError(
+                f"{path}: a checkpoint of another data order or number of processes ({state.get('data_order')}); "
+                "resume with the same settings and --processes, or delete it"
+            )
+        own = torch.load(folder / f"rank-{self.parallel.rank}.pt", weights_only=False)
         self.model.load_state_dict(state["model"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(own["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(own["rng"])
         self._loaded_losses = [(int(step), float(loss)) for step, loss in state["losses"]]
         return int(state["step"])
