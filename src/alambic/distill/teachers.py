@@ -73,7 +73,9 @@ class HFTeacher:
         from alambic.models.hf import load_causal_lm, load_tokenizer
 
         self.device = torch.device(device)
-        self.model = load_causal_lm(path).requires_grad_(False).to(self.device)
+        # Frozen: under bf16 autocast its matmuls run in bf16 anyway, so its weights need not take fp32 memory.
+        dtype = torch.bfloat16 if precision_bf16 else torch.float32
+        self.model = load_causal_lm(path, dtype).requires_grad_(False).to(self.device)
         self.vocab: dict[str, int] = load_tokenizer(path).get_vocab()
         self.width = logits_width(self.model)
         self.bf16 = precision_bf16
