@@ -181,6 +181,11 @@ class DistillSection(Section):
     logits_source: Literal["local", "api"] = Field(
         "local", description="sparse: top-k from the local teacher_model, or the API logprobs stored by synth."
     )
+    fetch_logprobs: bool = Field(
+        False,
+        description="logits_source api: ask the [teacher] API (completions with echo) for the top_k log-probs of "
+        "answers that have none stored (imported, or synth ran without logprobs).",
+    )
     gkd_lambda: float = Field(0.5, ge=0, le=1, description="gkd: share of steps trained on the student's samples.")
     gkd_max_new_tokens: int = Field(96, ge=1, description="gkd: longest student sample.")
     epochs: float = Field(6.0, gt=0)
@@ -198,6 +203,8 @@ class DistillSection(Section):
     def _consistent(self) -> DistillSection:
         if self.grad_accumulation > self.batch_size:
             raise ValueError("grad_accumulation cannot exceed batch_size (each micro-batch needs an example)")
+        if self.fetch_logprobs and (self.method, self.logits_source) != ("sparse", "api"):
+            raise ValueError("fetch_logprobs applies to method = 'sparse' with logits_source = 'api'")
         if self.method == "sparse" and self.tail == "zero" and self.beta != 0:
             raise ValueError("tail 'zero' supports only beta = 0 (forward KL); use tail 'uniform' or 'renormalise'")
         return self

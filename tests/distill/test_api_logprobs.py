@@ -115,3 +115,42 @@ def test_llama_cpp_servers_logprobs_agree_with_the_local_teacher(llama_server: s
         assert agree / len(rows) >= 0.85
         assert float(torch.tensor(gaps).mean()) < 0.15
     gguf.close()
+
+
+@pytest.mark.integration
+def test_log_probs_fetched_for_a_given_answer_are_the_local_teachers(llama_server: str, tmp_path: Path) -> None:
+    """An answer the teacher did not write (imported): the server scores it by echo, once, and its rows are the
+    local model's distribution at each of the answer's tokens (up to the end of turn, as a chat answer's)."""
+    import torch
+    from rich.console import Console
+
+    from alambic.config import TeacherSection
+    from alambic.distill.fetch_logprobs import fetch_missing, fetched_key
+    from alambic.models.embedded import embedded_hf_dir
+    from alambic.models.hf import load_causal_lm
+    from alambic.store import Item, Ledger
+
+    section = TeacherSection(
+        backend="openai", base_url=llama_server, model="SmolLM2-135M-Instruct", extra_body={"repeat_penalty": 1.0}
+    )
+    answer = "We roast every Tuesday and Thursday, and ship the next morning. نعم، نشحن إلى مصر."
+    messages = [{"role": "user", "content": "When do you roast?"}, {"role": "assistant", "content": answer}]
+    item = Item("item-1", "import-run", "synth", "import", "ok", {"messages": messages})
+    tokenizer = load_tokenizer(embedded_hf_dir())
+    quiet = Console(quiet=True)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert fetch_missing(ledger, [item], tokenizer, section, tmp_path, 5, quiet) == 1
+        assert fetch_missing(ledger, [item], tokenizer, section, tmp_path, 5, quiet) == 0  # stored, not asked again
+        entries = ledger.logprobs(fetched_key(section, item, 5))
+    example = encode(tokenizer, messages, 512)
+    rows = map_answer(entries or [], example.answer_ids, TokenBytes(tokenizer))
+    assert rows is not None and len(rows) == example.answer_ids.index(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+
+    model = load_causal_lm(embedded_hf_dir())
+    with torch.no_grad():
+        local = torch.log_softmax(model(torch.tensor([example.input_ids])).logits[0].float(), -1)
+    gaps = [
+        abs(float(local[example.answer_start + j, token]) - row[token])
+        for j, (row, token) in enumerate(zip(rows, example.answer_ids, strict=False))
+    ]
+    assert float(torch.tensor(gaps).mean()) < 0.15

@@ -176,6 +176,38 @@ def test_sparse_from_api_logprobs_stored_with_the_answers(
             assert row[others[(j + 1) % len(others)]] == pytest.approx(-1.5, abs=0.05)
 
 
+def test_sparse_fetches_the_missing_logprobs_from_the_teacher_api(
+    synthesised: Path, tmp_path: Path, tiny_model_dir: Path, llama_server: str
+) -> None:
+    """Answers written without logprobs (here by the mock) are scored by a real teacher server, once."""
+    settings = "method = 'sparse'\nlogits_source = 'api'\nfetch_logprobs = true\ntop_k = 5"
+    root = project(synthesised, tmp_path, tiny_model_dir, settings)
+    toml = (root / "alambic.toml").read_text(encoding="utf-8")
+    server = f'backend = "openai"\nbase_url = "{llama_server}"\nmodel = "SmolLM2-135M-Instruct"\n'
+    before, rest = toml.split("[teacher]\n", 1)
+    (root / "alambic.toml").write_text(before + "[teacher]\n" + server + rest[rest.index("\n[") :], encoding="utf-8")
+    items = train_items(root)
+
+    summary = distill_in_process(root, Console(quiet=True)).summary
+    assert summary["api_logprobs"] == {"mapped": len(items), "mismatched": 0, "missing": 0}
+    with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
+        store = LogitsStore(ledger.artifact(summary["logits_store"]).path)
+        asked = fetched_requests(ledger)
+    # k alternatives, and the answer's own token where it is not among them
+    assert asked == len(items) and 5 <= store.k <= 6 and sorted(store.keys) == sorted(i.key for i in items)
+    status = run_cli("status", "--project", root).stdout
+    assert "prompt-logprobs" in status
+
+    again = project(synthesised, tmp_path, tiny_model_dir, settings + "\nseed = 1")
+    assert distill_in_process(again, Console(quiet=True)).summary["logits_store"] == summary["logits_store"]
+    with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
+        assert fetched_requests(ledger) == asked
+
+
+def fetched_requests(ledger: Ledger) -> int:
+    return sum(count for _, recipe, count, _, _ in ledger.usage() if recipe == "prompt-logprobs")
+
+
 @pytest.fixture(scope="module")
 def bert_vocabulary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny causal LM that speaks MiniLM's (BERT) vocabulary: a teacher of another tokenizer."""

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.markup import escape
 
 from alambic.config import DistillSection
 from alambic.distill.batches import Example, encode
+from alambic.distill.fetch_logprobs import FETCH_TOP_K, fetch_missing, fetched_key
 from alambic.distill.on_policy import OnPolicy
 from alambic.distill.parallel import Parallel
 from alambic.distill.student import build_student
@@ -175,8 +177,14 @@ def _teacher(
         return None, None, {}
     student = (tokenizer.get_vocab(), logits_width(model), tokenizer.pad_token_id)
     if settings.method == "sparse" and settings.logits_source == "api":
+        fetched = None
+        if settings.fetch_logprobs:
+            section, k = project.config.teacher, min(settings.top_k, FETCH_TOP_K)
+            fetch_missing(project.ledger, items, tokenizer, section, project.root, k, console)
+            fetched = partial(fetched_key, section, k=k)
+        folder = project.artifact_dir
         info = api_store(
-            project.ledger, run_id, project.artifact_dir, settings, dataset_id, items, examples, tokenizer, warn
+            project.ledger, run_id, folder, settings, dataset_id, items, examples, tokenizer, warn, fetched
         )
     elif settings.method == "sparse":
         teachers = teacher_examples(tokenizer, items, examples, settings)

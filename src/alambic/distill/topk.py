@@ -192,13 +192,17 @@ def api_store(
     students: Sequence[Example],
     tokenizer: Any,
     warn: Warn,
+    fetched: Callable[[Item], str] | None = None,
 ) -> StoreInfo:
-    """The top_logprobs synth stored with each answer, mapped onto the student's token ids."""
+    """The top_logprobs synth stored with each answer, mapped onto the student's token ids; for answers without,
+    those fetched from the teacher afterwards (under the ledger key ``fetched(item)``), if any."""
     teachers = sorted({str(item.payload.get("teacher", "unknown")) for item in items})
     vocab = TokenBytes(tokenizer)
-    artifact_id = f"logits-{stable_hash('api', dataset_id, settings.max_seq_len, vocab.of_id)[:12]}"
+    fetched_keys = [fetched(item) for item in items] if fetched else []
+    inputs = ("api", dataset_id, settings.max_seq_len, vocab.of_id, fetched_keys)
+    artifact_id = f"logits-{stable_hash(*inputs)[:12]}"
     counts, k = MappingCounts(), 0
-    for _, mapped in _mapped_answers(ledger, items, students, vocab):
+    for _, mapped in _mapped_answers(ledger, items, students, vocab, fetched):
         counts.add(mapped)
         if isinstance(mapped, list):
             k = max(k, *(len(row) for row in mapped))
@@ -212,7 +216,7 @@ def api_store(
         with LogitsStoreWriter(
             path, k=k, vocab_size=len(vocab.of_id), teacher=summary["teacher"], dataset_hash=dataset_id, extra=extra
         ) as writer:
-            for key, mapped in _mapped_answers(ledger, items, students, vocab):
+            for key, mapped in _mapped_answers(ledger, items, students, vocab, fetched):
                 if isinstance(mapped, list) and key not in writer:
                     top = as_top_k(mapped, k)
                     writer.add(key, top.ids, top.logprobs)
@@ -222,12 +226,18 @@ def api_store(
 
 
 def _mapped_answers(
-    ledger: Ledger, items: Sequence[Item], students: Sequence[Example], vocab: TokenBytes
+    ledger: Ledger,
+    items: Sequence[Item],
+    students: Sequence[Example],
+    vocab: TokenBytes,
+    fetched: Callable[[Item], str] | None,
 ) -> Iterator[tuple[str, list[dict[int, float]] | Missing | None]]:
     """Per item: its mapped rows, None if its tokens are not the student's, or MISSING. Read one at a time."""
     for item, student in zip(items, students, strict=True):
         key = item.payload.get("response")
         entries = ledger.logprobs(key) if key else None
+        if entries is None and fetched is not None:
+            entries = ledger.logprobs(fetched(item))
         yield item.key, MISSING if entries is None else map_answer(entries, student.answer_ids, vocab)
 
 

@@ -9,10 +9,10 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -120,6 +120,12 @@ async def assemble_stream(lines: AsyncIterator[str]) -> dict[str, Any] | None:
     return None
 
 
+T = TypeVar("T")
+# Makes a result of a 2xx answer's JSON body (given the request body, the endpoint and the seconds taken);
+# raises KeyError, ValueError and the like on a malformed one.
+Reader = Callable[[dict[str, Any], dict[str, Any], str, float], T]
+
+
 class OpenAIChat:
     def __init__(
         self,
@@ -225,10 +231,19 @@ class OpenAIChat:
         return body
 
     async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
+        return await self._request("/chat/completions", self._body(messages, sampling), _read_chat)
+
+    async def aprompt_logprobs(self, text: str, top_k: int) -> dict[str, Any]:
+        """The teacher's log-prob of every token of `text`, with its `top_k` alternatives, from the completions
+        endpoint with `echo` (vLLM, llama.cpp): {"logprobs": {tokens, token_logprobs, top_logprobs, text_offset},
+        "endpoint", "seconds", "prompt_tokens"}."""
+        body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True}
+        return await self._request("/completions", {**body, **self.extra_body, "logprobs": top_k}, _read_echo)
+
+    async def _request(self, path: str, body: dict[str, Any], read: Reader[T]) -> T:
         if self._semaphore is None:
             self._start()
         assert self._semaphore is not None
-        body = self._body(messages, sampling)
         async with self._semaphore:
             last_error = "no attempt"
             for attempt in range(self.max_retries + 1):
@@ -236,20 +251,22 @@ class OpenAIChat:
                 endpoint.breaker.on_attempt()
                 endpoint.outstanding += 1
                 try:
-                    completion, wait, last_error = await self._attempt(endpoint, body)
+                    result, wait, last_error = await self._attempt(endpoint, path, body, read)
                 finally:
                     endpoint.outstanding -= 1
-                if completion is not None:
-                    return completion
+                if result is not None:
+                    return result
                 if attempt < self.max_retries:
                     await asyncio.sleep(max(wait or 0.0, self._backoff(attempt)))
             raise TeacherError(f"gave up after {self.max_retries + 1} attempts: {last_error}")
 
-    async def _attempt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[Completion | None, float | None, str]:
-        """One try: a completion, or (None, seconds the server asked us to wait, why it failed)."""
+    async def _attempt(
+        self, endpoint: Endpoint, path: str, body: dict[str, Any], read: Reader[T]
+    ) -> tuple[T | None, float | None, str]:
+        """One try: what `read` makes of the answer, or (None, seconds the server asked us to wait, why it failed)."""
         began = time.monotonic()
         try:
-            response, data = await self._exchange(endpoint, body)
+            response, data = await self._exchange(endpoint, path, body)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             endpoint.breaker.on_failure(time.monotonic())
             return None, None, f"{type(exc).__name__} from {endpoint.url}"
@@ -262,36 +279,26 @@ class OpenAIChat:
             raise TeacherError(f"HTTP {response.status_code} from {endpoint.url}: {response.text[:200]}")
         try:
             assert data is not None
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            usage = data.get("usage") or {}
-            logprobs = (choice.get("logprobs") or {}).get("content") if "logprobs" in body else None
-        except (AssertionError, KeyError, IndexError, TypeError, AttributeError):
+            result = read(data, body, endpoint.url, time.monotonic() - began)
+        except (AssertionError, KeyError, IndexError, TypeError, AttributeError, ValueError):
             endpoint.breaker.on_failure(time.monotonic())
             return None, None, f"malformed or cut-short response from {endpoint.url}"
         endpoint.breaker.on_success()
-        completion = Completion(
-            text=text,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=choice.get("finish_reason") or "stop",
-            endpoint=endpoint.url,
-            seconds=time.monotonic() - began,
-            logprobs=logprobs,
-        )
-        return completion, None, ""
+        return result, None, ""
 
-    async def _exchange(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[httpx.Response, dict | None]:
+    async def _exchange(
+        self, endpoint: Endpoint, path: str, body: dict[str, Any]
+    ) -> tuple[httpx.Response, dict | None]:
         """The response and its body as one JSON object (None if the body is malformed or was cut short)."""
         if not body.get("stream"):
-            response = await endpoint.client().post("/chat/completions", json=body)
+            response = await endpoint.client().post(path, json=body)
             if response.status_code >= 400:
                 return response, None
             try:
                 return response, response.json()
             except ValueError:
                 return response, None
-        async with endpoint.client().stream("POST", "/chat/completions", json=body) as response:
+        async with endpoint.client().stream("POST", path, json=body) as response:
             if response.status_code >= 400:
                 await response.aread()
                 return response, None
@@ -301,3 +308,25 @@ class OpenAIChat:
         for endpoint in self._endpoints:
             for pool in endpoint.pools:
                 await pool.aclose()
+
+
+def _read_chat(data: dict[str, Any], body: dict[str, Any], url: str, seconds: float) -> Completion:
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    return Completion(
+        text=choice["message"].get("content") or "",
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        finish_reason=choice.get("finish_reason") or "stop",
+        endpoint=url,
+        seconds=seconds,
+        logprobs=(choice.get("logprobs") or {}).get("content") if "logprobs" in body else None,
+    )
+
+
+def _read_echo(data: dict[str, Any], body: dict[str, Any], url: str, seconds: float) -> dict[str, Any]:
+    logprobs = data["choices"][0]["logprobs"]
+    if not isinstance(logprobs, dict) or not logprobs.get("tokens") or "text_offset" not in logprobs:
+        raise ValueError("no echoed prompt log-probs")
+    usage = data.get("usage") or {}
+    return {"logprobs": logprobs, "endpoint": url, "seconds": seconds, "prompt_tokens": usage.get("prompt_tokens", 0)}
