@@ -16,7 +16,7 @@ from alambic.distill.parallel import STRATEGIES, launch_command, launch_config, 
 from alambic.store import Ledger
 from alambic.store.datasets import latest_synth_run, split_items
 
-from ..conftest import run_cli, small_config, write_project
+from ..conftest import mock_teacher, run_cli, small_config, write_project
 
 
 def test_shares_split_a_step_into_contiguous_parts_that_cover_it() -> None:
@@ -58,8 +58,11 @@ def test_two_processes_compute_the_same_losses_and_weights_as_one(tmp_path: Path
         f'base = "{tiny_model_dir}"\nteacher_model = "{tiny_model_dir}"\nmethod = "kd"\nprune_layers = 2\n'
         'epochs = 2\nbatch_size = 4\ngrad_accumulation = 2\nprecision = "fp32"\ncheckpoint_every = 2'
     )
-    one = write_project(tmp_path / "one", small_config(tiny_model_dir, distill=distill))
-    run_cli("synth", "--project", one)
+    # The mock teacher's data: the embedded teacher's accepted answers vary in number from build to build.
+    with mock_teacher() as url:
+        teacher = f"backend = 'openai'\nbase_url = '{url}'\nmodel = 'mock'\nconcurrency = 8"
+        one = write_project(tmp_path / "one", small_config(tiny_model_dir, distill=distill, teacher=teacher))
+        run_cli("synth", "--project", one)
     with Ledger(one / ".alambic" / "ledger.sqlite") as ledger:
         examples = len(split_items(ledger, latest_synth_run(ledger))["train"])
     assert examples >= 4
