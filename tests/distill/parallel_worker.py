@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
+from test_batches import TURNS  # run as a script: its folder is on sys.path
 
 from alambic.config import DistillSection
 from alambic.distill.batches import encode
@@ -15,20 +16,12 @@ from alambic.distill.teachers import DenseTeacher, HFTeacher
 from alambic.distill.train import Trainer
 from alambic.models.hf import load_causal_lm, load_tokenizer
 
-TURNS = [
-    ("When do you roast?", "We roast every Tuesday and Thursday."),
-    ("Do you ship to Egypt?", "Yes, we ship to Egypt within six to ten working days, tracked all the way."),
-    ("Is the shop open on Sunday?", "No."),
-    ("هل تشحنون إلى مصر؟", "نعم، نشحن إلى مصر خلال 6 إلى 10 أيام عمل."),
-    ("Which grind for a moka pot?", "A fine grind, a little coarser than for espresso, works best in a moka pot."),
-]
-
 
 def main(model_dir: Path, out: Path, batch_size: int) -> None:
     tokenizer = load_tokenizer(model_dir)
     examples = [
         encode(tokenizer, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], 256, key=q)
-        for q, a in TURNS
+        for q, a in TURNS[:5]
     ]
     settings = DistillSection(
         method="kd", batch_size=batch_size, grad_accumulation=min(2, batch_size), precision="fp32", kd_ratio=0.7
