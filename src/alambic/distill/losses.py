@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE_INDEX = -100
-DEFAULT_CHUNK_TOKENS = 128
+DEFAULT_CHUNK_TOKENS = 512
 # Under the uniform tail the mass outside the top-k is floored at this value, so the teacher keeps some
 # mass everywhere. Quantised or rounded top-k log-probs can otherwise sum to slightly more than 1.
 MIN_TAIL_MASS = 1e-6

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import itertools
 import math
 import os
@@ -44,21 +42,6 @@ class TrainResult:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-
-
-def return_freed_tensors_to_the_system() -> None:
-    """Have glibc map every block of 1 MiB or more on its own, and unmap it when freed.
-
-    By default glibc raises that threshold each time such a block is freed, so that after the first step a
-    step's large temporaries (the loss chunks' vocabulary-wide rows) come from the heap and stay in the
-    process when freed: measured, kd's peak RSS 170 MiB higher and the RSS between steps 500 MiB higher."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
 
 
 def use_bf16(precision: str) -> bool:
@@ -191,7 +174,6 @@ class Trainer:
         return [indices[a:b] for a, b in itertools.pairwise(bounds)]
 
     def train(self, console: Console) -> TrainResult:
-        return_freed_tensors_to_the_system()
         result = TrainResult(steps=self.total_steps, resumed_from=self._load_checkpoint())
         result.losses = self._loaded_losses
         previous = signal.signal(signal.SIGTERM, self._request_stop)
