@@ -152,6 +152,14 @@ def test_endpoints_are_forward_and_reverse_kl(batch: dict[str, torch.Tensor]) ->
     assert float(middle) == pytest.approx(divergence(p, q, 0.3), rel=1e-10)
 
 
+def test_a_teacher_with_zero_probabilities_gives_finite_forward_kl(batch: dict[str, torch.Tensor]) -> None:
+    teacher = batch["teacher"].clone()
+    teacher[..., :3] = -math.inf  # tokens the teacher never emits: 0 · log 0 counts as 0
+    loss = generalised_jsd(batch["student"], teacher, labels=batch["labels"], chunk_tokens=5)
+    # assert_close fails on a NaN in the value or the gradient
+    assert_same_value_and_grad(loss, reference_dense({**batch, "teacher": teacher}, 0.0, 1.0), batch["student"])
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
 def test_temperature_reaches_the_loss_with_its_square(batch: dict[str, torch.Tensor], beta: float) -> None:
     loss = generalised_jsd(batch["student"], batch["teacher"], beta=beta, temperature=2.0, labels=batch["labels"])

@@ -236,6 +236,23 @@ def _kl(p_log: Tensor, q_log: Tensor) -> Tensor:
     return (p * torch.where(p > 0, p_log - q_log, 0.0)).sum(-1)
 
 
+def _divergence_sum(student_log: Tensor, teacher_log: Tensor, beta: float) -> Tensor:
+    """Σ over rows of D_β(teacher ‖ student). Under forward KL, ``teacher_log`` may be changed in place."""
+    if beta == 0:
+        return _forward_kl_sum(teacher_log, student_log)
+    return _gjsd(student_log, teacher_log, beta).sum()
+
+
+def _forward_kl_sum(teacher_log: Tensor, student_log: Tensor) -> Tensor:
+    """Σ p (log p − log q) as p·log p − p·log q: two dot products, so that autograd keeps no vocabulary-wide
+    product and the teacher's side is never differentiated. log p is floored in place, to get 0·log 0 = 0."""
+    with torch.no_grad():
+        teacher_log.clamp_(min=torch.finfo(teacher_log.dtype).min)
+        p = teacher_log.exp().flatten()
+        self_term = torch.dot(p, teacher_log.flatten())
+    return self_term - torch.dot(p, student_log.flatten())
+
+
 def _gjsd(student_log: Tensor, teacher_log: Tensor, beta: float) -> Tensor:
     if beta == 0:
         return _kl(teacher_log, student_log)
@@ -253,6 +270,10 @@ ChunkFn = Callable[..., tuple[Tensor, ...]]
 def _upcast(x: Tensor) -> Tensor:
     """At least fp32 (bf16/fp16 chunks go to fp32; fp64 stays fp64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _tempered_log_softmax(logits: Tensor, temperature: float) -> Tensor:
+    return torch.log_softmax(logits if temperature == 1 else logits / temperature, dim=-1)
 
 
 def _logits(x: Tensor, head: Head | None) -> Tensor:
@@ -287,11 +308,13 @@ def _dense_chunk(
         zero = logits.new_zeros(())
         kd, full_log = zero, None
         if with_kd:
-            teacher_logits = _logits(teacher, teacher_head)
-            vocab = min(logits.shape[-1], teacher_logits.shape[-1])
-            student_log = torch.log_softmax(logits[:, :vocab] / temperature, dim=-1)
-            teacher_log = torch.log_softmax(teacher_logits[:, :vocab] / temperature, dim=-1)
-            kd = _gjsd(student_log, teacher_log, beta).sum()
+            with torch.no_grad():
+                teacher_logits = _logits(teacher, teacher_head)
+                vocab = min(logits.shape[-1], teacher_logits.shape[-1])
+                teacher_log = _tempered_log_softmax(teacher_logits[:, :vocab], temperature)
+                del teacher_logits
+            student_log = _tempered_log_softmax(logits[:, :vocab], temperature)
+            kd = _divergence_sum(student_log, teacher_log, beta)
             if temperature == 1 and vocab == logits.shape[-1]:
                 full_log = student_log
         if not with_ce:
@@ -313,15 +336,16 @@ def _sparse_chunk(
             student_log = torch.log_softmax(logits.gather(1, ids) / temperature, dim=-1)
             kd = _gjsd(student_log, torch.log_softmax(teacher / temperature, dim=-1), beta).sum()
         elif with_kd:
-            student_full = torch.log_softmax(logits / temperature, dim=-1)
+            student_full = _tempered_log_softmax(logits, temperature)
             full_log = student_full if temperature == 1 else None
             if tail == "zero":
                 kept = torch.logsumexp(teacher, dim=-1, keepdim=True)  # log m
                 teacher_log = kept + torch.log_softmax(teacher / temperature, dim=-1)
                 kd = _kl(teacher_log, student_full.gather(1, ids)).sum()
             else:
-                teacher_full = _uniform_tail(teacher, ids, logits.shape[-1], temperature)
-                kd = _gjsd(student_full, teacher_full, beta).sum()
+                with torch.no_grad():
+                    teacher_full = _uniform_tail(teacher, ids, logits.shape[-1], temperature)
+                kd = _divergence_sum(student_full, teacher_full, beta)
         if not with_ce:
             return (kd,)
         assert targets is not None
