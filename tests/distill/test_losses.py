@@ -372,6 +372,37 @@ def test_hidden_states_with_heads_match_logits(batch: dict[str, torch.Tensor]) -
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize(("kd_ratio", "temperature", "bias"), [(1.0, 1.0, False), (0.6, 1.0, True), (0.6, 2.0, False)])
+def test_forward_kl_through_linear_heads_has_the_autograd_gradient(
+    batch: dict[str, torch.Tensor], kd_ratio: float, temperature: float, bias: bool
+) -> None:
+    """Forward KL with linear heads takes a path with its gradient written out: the same as autograd's."""
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(B, T, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    teacher_hidden = torch.randn(B, T, 7, generator=generator, dtype=torch.float64)
+    head = torch.nn.Linear(5, V, bias=bias, dtype=torch.float64)
+    teacher_head = torch.nn.Linear(7, V + 2, dtype=torch.float64).requires_grad_(False)  # 2 logits more: cut
+    with torch.no_grad():
+        teacher_logits = teacher_head(teacher_hidden)[..., :V]
+    kwargs = {"kd_ratio": kd_ratio, "temperature": temperature, "chunk_tokens": 4}
+    fused = distillation_loss(
+        hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, **kwargs
+    )
+    plain = distillation_loss(head(hidden), batch["labels"], teacher_logits, **kwargs)
+    params = [hidden, *head.parameters()]
+    for a, b in zip(torch.autograd.grad(fused.loss, params), torch.autograd.grad(plain.loss, params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    for a, b in zip(fused[:3], plain[:3], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            distillation_loss(
+                hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, **kwargs
+            ).loss,
+            plain.loss.detach(),
+        )
+
+
 def test_a_padded_student_vocabulary_is_cut_to_the_teacher_one(batch: dict[str, torch.Tensor]) -> None:
     padded = torch.cat([batch["student"], torch.zeros(B, T, 3, dtype=torch.float64)], dim=-1)
     loss = generalised_jsd(padded, batch["teacher"], labels=batch["labels"])

@@ -219,8 +219,11 @@ def distillation_loss(
         extras = [ids, logprobs, targets]
     else:
         dense = _flatten_dense(teacher, rows.shape[0])
-        chunk = _dense_chunk(beta, temperature, student_head, teacher_head, with_ce=True, with_kd=with_kd)
         extras = [dense, targets]
+        if _fusable(beta, student_head, teacher_head, dense):
+            chunk = _FusedForwardKL(student_head, teacher_head, temperature)
+        else:
+            chunk = _dense_chunk(beta, temperature, student_head, teacher_head, with_ce=True, with_kd=with_kd)
     normaliser = _normaliser(num_tokens, mask, rows)
     weights = [(1 - kd_ratio) / normaliser, kd_ratio * temperature**2 / normaliser]
     loss, (ce, kd) = _chunked_loss(chunk, rows, extras, mask, chunk_tokens, weights, [student_head, teacher_head])
@@ -367,11 +370,91 @@ def _uniform_tail(logprobs: Tensor, ids: Tensor, vocab: int, temperature: float)
     return torch.log_softmax(dense, dim=-1)
 
 
+# forward KL + CE through a linear head, with the gradient written out --------------------------------
+
+
+def _fusable(beta: float, student_head: Head | None, teacher_head: Head | None, teacher: Tensor) -> bool:
+    """Whether `_FusedForwardKL` computes this loss: forward KL, a plain linear student head, a frozen teacher
+    with at least the student's logits."""
+    if beta != 0 or type(student_head) is not torch.nn.Linear or teacher.requires_grad:
+        return False
+    if teacher_head is None:
+        return teacher.shape[-1] >= student_head.out_features
+    frozen = not any(param.requires_grad for param in teacher_head.parameters())
+    return frozen and getattr(teacher_head, "out_features", 0) >= student_head.out_features
+
+
+class _FusedForwardKL:
+    """(CE, KL(p ‖ q)) of a chunk and their gradient, with q = softmax(head(h)/T), without autograd.
+
+    For z = head(h): d/dz [w_ce·CE + w_kd·KL] = w_ce·(softmax(z) − onehot(y)) + (w_kd/T)·(q − p). It is built in
+    place in the logits' own buffer, and the head's weight gradient is added into its buffer by one addmm. So a
+    chunk holds two vocabulary-wide fp32 tensors (the student's logits, the teacher's p) where autograd holds
+    six, and it makes fewer passes over them.
+    """
+
+    def __init__(self, head: torch.nn.Linear, teacher_head: Head | None, temperature: float) -> None:
+        self.head, self.teacher_head, self.temperature = head, teacher_head, temperature
+
+    def __call__(self, rows: Tensor, teacher: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return self._terms(rows, teacher, targets)[:2]
+
+    def differentiate(
+        self, args: list[Tensor], weights: list[float | Tensor], param_grads: list[Tensor], rows_grad: bool
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """The sums, and the gradient of Σ weights·sums in the rows (if ``rows_grad``); the head's parameters'
+        gradients are added to ``param_grads``."""
+        rows, teacher, targets = args
+        with torch.no_grad():
+            ce, kd, logits, p, lse = self._terms(rows, teacher, targets)
+            w_ce, w_kd = (float(weight) for weight in weights)
+            grad = self._logits_grad(logits, p, lse, targets, w_ce, w_kd)
+            del p
+            trained = [param for param in self.head.parameters() if param.requires_grad]
+            for buffer, param in zip(param_grads, trained, strict=True):
+                if param is self.head.weight:
+                    buffer.addmm_(grad.t(), rows.to(buffer.dtype))
+                else:
+                    buffer.add_(grad.sum(0))
+            grad_in_rows = grad @ self.head.weight.to(grad.dtype) if rows_grad else None
+        return [ce, kd], [grad_in_rows]
+
+    def _terms(self, rows: Tensor, teacher: Tensor, targets: Tensor) -> tuple[Tensor, ...]:
+        tau = self.temperature
+        teacher_logits = _logits(teacher, self.teacher_head)[:, : self.head.out_features]
+        teacher_log = _tempered_log_softmax(teacher_logits, tau)
+        del teacher_logits
+        teacher_log.clamp_(min=torch.finfo(teacher_log.dtype).min)  # 0·log 0 = 0 below
+        p = teacher_log.exp()
+        self_term = torch.dot(p.flatten(), teacher_log.flatten())
+        del teacher_log
+        logits = _logits(rows, self.head)
+        lse = torch.logsumexp(logits if tau == 1 else logits / tau, dim=-1)
+        cross = torch.dot(p.flatten(), logits.flatten()) / tau - lse.sum()  # Σ p·log q, as Σ p = 1 per row
+        lse_one = lse if tau == 1 else torch.logsumexp(logits, dim=-1)
+        ce = (lse_one - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+        return ce, self_term - cross, logits, p, lse
+
+    def _logits_grad(self, logits: Tensor, p: Tensor, lse: Tensor, targets: Tensor, w_ce: float, w_kd: float) -> Tensor:
+        tau = self.temperature
+        if tau == 1:
+            grad = logits.sub_(lse[:, None]).exp_().mul_(w_ce + w_kd)
+        else:
+            tempered = (logits / tau).sub_(lse[:, None]).exp_().mul_(w_kd / tau)
+            grad = logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True)).exp_().mul_(w_ce).add_(tempered)
+            del tempered
+        grad.sub_(p, alpha=w_kd / tau)
+        rows = torch.arange(len(targets), device=targets.device)
+        grad.index_put_((rows, targets), grad.new_full((len(targets),), -w_ce), accumulate=True)
+        return grad
+
+
 # chunking --------------------------------------------------------------------------------------
 
 
 def _chunked_loss(
-    chunk: ChunkFn,
+    chunk: ChunkFn | _FusedForwardKL,
     rows: Tensor,
     extras: list[Tensor],
     mask: Tensor | None,
@@ -406,13 +489,10 @@ def _chunked_loss(
             tensor[start:end] if selected is None else tensor[start:end].index_select(0, selected) for tensor in plain
         ]
         if track:
-            leaves = [arg.requires_grad_(i in differentiable) for i, arg in enumerate(args)]
-            with torch.enable_grad():
-                outputs = chunk(*leaves)
-                total = sum(
-                    (weight * out for weight, out in zip(weights, outputs, strict=True)), outputs[0].new_zeros(())
-                )
-            grads = torch.autograd.grad(total, [leaves[i] for i in differentiable] + params, allow_unused=True)
+            if isinstance(chunk, _FusedForwardKL):
+                outputs, grads = chunk.differentiate(args, weights, param_grads, 0 in differentiable)
+            else:
+                outputs, grads = _autograd_chunk(chunk, args, differentiable, params, weights, param_grads)
             for buffer, grad in zip(input_grads, grads, strict=False):
                 if grad is None:
                     continue
@@ -420,9 +500,6 @@ def _chunked_loss(
                     buffer[start:end].copy_(grad)
                 else:
                     buffer[start:end].index_copy_(0, selected, grad)
-            for buffer, grad in zip(param_grads, grads[len(differentiable) :], strict=True):
-                if grad is not None:
-                    buffer.add_(grad)
         else:
             outputs = chunk(*args)
         outputs = [out.detach() for out in outputs]
@@ -436,6 +513,26 @@ def _chunked_loss(
     return _PrecomputedGrad.apply(value, len(tracked), *tracked, *input_grads, *param_grads), sums
 
 
+def _autograd_chunk(
+    chunk: ChunkFn,
+    args: list[Tensor],
+    differentiable: list[int],
+    params: list[Tensor],
+    weights: list[float | Tensor],
+    param_grads: list[Tensor],
+) -> tuple[list[Tensor], tuple[Tensor | None, ...]]:
+    """The chunk's sums and their gradients in its differentiable inputs; the parameters' go into ``param_grads``."""
+    leaves = [arg.requires_grad_(i in differentiable) for i, arg in enumerate(args)]
+    with torch.enable_grad():
+        outputs = chunk(*leaves)
+        total = sum((weight * out for weight, out in zip(weights, outputs, strict=True)), outputs[0].new_zeros(()))
+    grads = torch.autograd.grad(total, [leaves[i] for i in differentiable] + params, allow_unused=True)
+    for buffer, grad in zip(param_grads, grads[len(differentiable) :], strict=True):
+        if grad is not None:
+            buffer.add_(grad)
+    return list(outputs), grads[: len(differentiable)]
+
+
 class _PrecomputedGrad(torch.autograd.Function):
     """Returns ``value``; its gradient in each tracked tensor is the matching precomputed buffer."""
 
@@ -446,8 +543,10 @@ class _PrecomputedGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        grads = ctx.saved_tensors
-        return None, None, *(grad * grad_output for grad in grads), *(None for _ in grads)
+        # Scaled in place: no copy of the head's weight gradient. A second backward through the same graph is
+        # refused by autograd's check on saved tensors changed in place, rather than scaling twice.
+        grads = [grad.mul_(grad_output) for grad in ctx.saved_tensors]
+        return None, None, *grads, *(None for _ in grads)
 
 
 def _kept_per_chunk(mask: Tensor | None, n_rows: int, chunk_tokens: int) -> list[int]:
