@@ -77,10 +77,13 @@ def batch_loss(
     the answer's end-of-turn token for API log-probs) get CE alone, as `sft` would train them.
     """
     head = decoder_and_head(model)[1]
-    hidden = (trunk or Trunk(model))(**batch.model_inputs())
+    trunk = trunk or Trunk(model)
     if teacher is None:
+        hidden = trunk(**batch.model_inputs())
         return distillation_loss(hidden, batch.labels, None, kd_ratio=0.0, num_tokens=num_tokens, student_head=head)
+    # The teacher runs first, so that its forward's temporaries are gone before the student's activations exist.
     signal, covered, teacher_head = teacher.for_batch(batch, indices)
+    hidden = trunk(**batch.model_inputs())
     signal, covered = _on(signal, hidden.device), covered.to(hidden.device)
     distilled = distillation_loss(
         hidden,
@@ -149,7 +152,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
         self.total_steps = max(1, math.ceil(settings.epochs * self.steps_per_epoch))
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        # fused: one kernel per parameter, without foreach's parameter-sized temporaries (the peak of a kd step)
+        fused = bool(params) and params[0].device.type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0, fused=fused)
         self.trunk, self.optimizer = self.parallel.prepare(Trunk(model), optimizer)
         from transformers import get_cosine_schedule_with_warmup
 
