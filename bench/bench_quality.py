@@ -5,6 +5,8 @@ server on loopback with `synth.logprobs = 20`, so every answer carries the serve
 On it, per seed (QUALITY_SEEDS, default 3; the seed sets the data order), three students, each the
 base depth-pruned to 8 of its 30 layers and fully fine-tuned with the same schedule:
 - `sft`: cross-entropy on the teacher's answers;
+- `kd`: the same plus forward KL to the full distribution of the transformers teacher (the server's GGUF,
+  dequantised), reading the prompt the teacher answered;
 - `sparse` (local): the same plus KD on the teacher's top-20 computed here by the transformers teacher
   (the server's GGUF, dequantised), reading the prompt the teacher answered;
 - `sparse` (api): the same, on the top-20 the server returned over HTTP while it wrote the answers.
@@ -12,7 +14,7 @@ Each is scored on the held-out questions (asked without their chunk; greedy): to
 against the teacher's answer, held-out loss, and KL(teacher ‖ student) per answer token.
 
 The figures are means over seeds; the table printed before them gives each seed and the spread. About an
-hour on 2 cores: ~25 min for the data, then ~3.5 min per student. QUALITY_PROJECT names the project
+hour and a half on 2 cores: ~25 min for the data, then ~3.5-5 min per student. QUALITY_PROJECT names the project
 folder (default bench/out/quality-project); its ledger keeps the data and every finished student, so a
 second run only scores them.
 """
@@ -47,6 +49,7 @@ from figures import figure
 HERE = Path(__file__).resolve().parent
 STUDENTS = {
     "sft": {"method": "sft"},
+    "kd": {"method": "kd"},
     "sparse-local": {"method": "sparse", "logits_source": "local", "top_k": 20},
     "sparse-api": {"method": "sparse", "logits_source": "api"},
 }
@@ -170,8 +173,11 @@ def run() -> list[dict]:
         print(f"{name + ' mean':<14}{'':>5}{cells(mean[name])}")
         print(f"{name + ' sd':<14}{'':>5}{cells(spread)}")
 
-    sparse, sft, api = mean["sparse-local"], mean["sft"], mean["sparse-api"]
+    sparse, sft, api, kd = mean["sparse-local"], mean["sft"], mean["sparse-api"], mean["kd"]
     return [
+        figure("quality-kd-kl-vs-sft", kd["kl"], "nats/token", "sft", sft["kl"], "< 1"),
+        figure("quality-kd-f1-vs-sft", kd["f1"], "F1", "sft", sft["f1"], "> 1"),
+        figure("quality-kd-cosine-vs-sft", kd["cosine"], "cosine", "sft", sft["cosine"], "> 1"),
         figure("quality-sparse-kl-vs-sft", sparse["kl"], "nats/token", "sft", sft["kl"], "< 1"),
         figure("quality-sparse-f1-vs-sft", sparse["f1"], "F1", "sft", sft["f1"], "> 1"),
         figure("quality-sparse-cosine-vs-sft", sparse["cosine"], "cosine", "sft", sft["cosine"], "> 1"),

@@ -16,7 +16,9 @@ Conventions shared by every loss here:
   are the inputs and the gradient of the student logits, both in the input dtype. Passing hidden states with
   ``student_head`` (and ``teacher_head``) goes one step further: then not even the logits exist in full. The
   price: no double backward, and the gradient is computed in the forward pass even if backward never runs. It
-  is not computed under ``torch.no_grad()``, or when nothing requires grad.
+  is not computed under ``torch.no_grad()``, or when nothing requires grad. Forward KL (with CE) through a
+  plain linear student head, the common case, has its gradient written out rather than taken by autograd:
+  a chunk then holds two fp32 vocabulary-wide tensors instead of about six (`_FusedForwardKL`).
 - **Temperature.** Both distributions are taken at temperature T (logits / T). The divergence is multiplied by
   T², so gradient magnitudes do not depend on T (Hinton et al.). The T² is part of the returned value. TRL's
   GKD accepts a temperature but never applies it in its loss.
