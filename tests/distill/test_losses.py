@@ -403,6 +403,25 @@ def test_forward_kl_through_linear_heads_has_the_autograd_gradient(
         )
 
 
+def test_forward_kl_through_linear_heads_under_bf16_autocast(batch: dict[str, torch.Tensor]) -> None:
+    """The trainer's bf16 path: hidden states and heads under CPU autocast give the autograd loss and gradients."""
+    generator = torch.Generator().manual_seed(4)
+    hidden = torch.randn(B, T, 8, generator=generator).to(torch.bfloat16).requires_grad_()
+    teacher_hidden = torch.randn(B, T, 8, generator=generator).to(torch.bfloat16)
+    head, teacher_head = torch.nn.Linear(8, V, bias=False), torch.nn.Linear(8, V, bias=False).requires_grad_(False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = distillation_loss(
+            hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, chunk_tokens=4
+        )
+        plain = distillation_loss(head(hidden), batch["labels"], teacher_head(teacher_hidden), chunk_tokens=4)
+    params = [hidden, head.weight]
+    fused_grads, plain_grads = torch.autograd.grad(fused.loss, params), torch.autograd.grad(plain.loss, params)
+    assert fused_grads[0].dtype == torch.bfloat16 and fused_grads[1].dtype == torch.float32
+    torch.testing.assert_close(fused.loss, plain.loss, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=1e-3)
+
+
 def test_a_padded_student_vocabulary_is_cut_to_the_teacher_one(batch: dict[str, torch.Tensor]) -> None:
     padded = torch.cat([batch["student"], torch.zeros(B, T, 3, dtype=torch.float64)], dim=-1)
     loss = generalised_jsd(padded, batch["teacher"], labels=batch["labels"])
