@@ -2,21 +2,21 @@
 
 One dataset, written by the embedded teacher (SmolLM2-135M-Instruct) through llama-cpp-python's OpenAI
 server on loopback with `synth.logprobs = 20`, so every answer carries the server's top-20 log-probs.
-On it, per seed (QUALITY_SEEDS, default 3; the seed sets the data order), three students, each the
+On it, per seed (QUALITY_SEEDS, default 3; the seed sets the data order), four students, each the
 base depth-pruned to 8 of its 30 layers and fully fine-tuned with the same schedule:
 - `sft`: cross-entropy on the teacher's answers;
 - `kd`: the same plus forward KL to the full distribution of the transformers teacher (the server's GGUF,
-  dequantised), reading the prompt the teacher answered;
-- `sparse` (local): the same plus KD on the teacher's top-20 computed here by the transformers teacher
-  (the server's GGUF, dequantised), reading the prompt the teacher answered;
+  dequantised), which reads the prompt it answered;
+- `sparse` (local): the same as `kd`, on that teacher's top-20 only;
 - `sparse` (api): the same, on the top-20 the server returned over HTTP while it wrote the answers.
 Each is scored on the held-out questions (asked without their chunk; greedy): token F1 and MiniLM cosine
 against the teacher's answer, held-out loss, and KL(teacher ‖ student) per answer token.
 
-The figures are means over seeds; the table printed before them gives each seed and the spread. About an
-hour and a half on 2 cores: ~25 min for the data, then ~3.5-5 min per student. QUALITY_PROJECT names the project
-folder (default bench/out/quality-project); its ledger keeps the data and every finished student, so a
-second run only scores them.
+The figures are means over seeds; the table printed before them gives each seed and the spread. About 1 h
+45 min on 2 idle cores: ~25 min for the data, ~3.5 min per sft or sparse student, ~12 min per kd student
+(its teacher reads every batch), ~10 min of scoring. QUALITY_PROJECT names the project folder (default
+bench/out/quality-project); its ledger keeps the data and every finished student, so a second run only
+scores them.
 """
 
 from __future__ import annotations
