@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import math
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -372,6 +374,19 @@ def test_hidden_states_with_heads_match_logits(batch: dict[str, torch.Tensor]) -
         torch.testing.assert_close(a, b)
 
 
+def shapes_autograd_saves(compute: Callable[[], Any]) -> set[tuple[int, ...]]:
+    """The shapes of every tensor autograd saves for backward while ``compute`` runs."""
+    shapes: set[tuple[int, ...]] = set()
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        shapes.add(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        compute()
+    return shapes
+
+
 @pytest.mark.parametrize(("kd_ratio", "temperature", "bias"), [(1.0, 1.0, False), (0.6, 1.0, True), (0.6, 2.0, False)])
 def test_forward_kl_through_linear_heads_has_the_autograd_gradient(
     batch: dict[str, torch.Tensor], kd_ratio: float, temperature: float, bias: bool
@@ -385,9 +400,17 @@ def test_forward_kl_through_linear_heads_has_the_autograd_gradient(
     with torch.no_grad():
         teacher_logits = teacher_head(teacher_hidden)[..., :V]
     kwargs = {"kd_ratio": kd_ratio, "temperature": temperature, "chunk_tokens": 4}
-    fused = distillation_loss(
-        hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, **kwargs
+    results = []
+    saved = shapes_autograd_saves(
+        lambda: results.append(
+            distillation_loss(
+                hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, **kwargs
+            )
+        )
     )
+    fused = results[0]
+    # Written out, not taken by autograd: only the gradient buffers are saved, nothing chunk- or vocabulary-sized.
+    assert saved == {(B * T, 5), *(tuple(param.shape) for param in head.parameters())}
     plain = distillation_loss(head(hidden), batch["labels"], teacher_logits, **kwargs)
     params = [hidden, *head.parameters()]
     for a, b in zip(torch.autograd.grad(fused.loss, params), torch.autograd.grad(plain.loss, params), strict=True):
@@ -409,13 +432,25 @@ def test_forward_kl_through_linear_heads_under_bf16_autocast(batch: dict[str, to
     hidden = torch.randn(B, T, 8, generator=generator).to(torch.bfloat16).requires_grad_()
     teacher_hidden = torch.randn(B, T, 8, generator=generator).to(torch.bfloat16)
     head, teacher_head = torch.nn.Linear(8, V, bias=False), torch.nn.Linear(8, V, bias=False).requires_grad_(False)
+    results = []
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = distillation_loss(
-            hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, chunk_tokens=4
+        saved = shapes_autograd_saves(
+            lambda: results.append(
+                distillation_loss(
+                    hidden,
+                    batch["labels"],
+                    teacher_hidden,
+                    student_head=head,
+                    teacher_head=teacher_head,
+                    chunk_tokens=4,
+                )
+            )
         )
+        fused = results[0]
         plain = distillation_loss(head(hidden), batch["labels"], teacher_head(teacher_hidden), chunk_tokens=4)
     params = [hidden, head.weight]
     fused_grads, plain_grads = torch.autograd.grad(fused.loss, params), torch.autograd.grad(plain.loss, params)
+    assert saved == {(B * T, 8), (V, 8)}  # the fused path: only the gradient buffers
     assert fused_grads[0].dtype == torch.bfloat16 and fused_grads[1].dtype == torch.float32
     torch.testing.assert_close(fused.loss, plain.loss, rtol=1e-4, atol=1e-5)
     for a, b in zip(fused_grads, plain_grads, strict=True):
