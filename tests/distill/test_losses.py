@@ -374,8 +374,8 @@ def test_hidden_states_with_heads_match_logits(batch: dict[str, torch.Tensor]) -
         torch.testing.assert_close(a, b)
 
 
-def shapes_autograd_saves(compute: Callable[[], Any]) -> set[tuple[int, ...]]:
-    """The shapes of every tensor autograd saves for backward while ``compute`` runs."""
+def with_saved_shapes(compute: Callable[[], Any]) -> tuple[Any, set[tuple[int, ...]]]:
+    """What ``compute`` returns, and the shapes of every tensor autograd saved for backward while it ran."""
     shapes: set[tuple[int, ...]] = set()
 
     def keep(tensor: torch.Tensor) -> torch.Tensor:
@@ -383,8 +383,8 @@ def shapes_autograd_saves(compute: Callable[[], Any]) -> set[tuple[int, ...]]:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        compute()
-    return shapes
+        result = compute()
+    return result, shapes
 
 
 @pytest.mark.parametrize(("kd_ratio", "temperature", "bias"), [(1.0, 1.0, False), (0.6, 1.0, True), (0.6, 2.0, False)])
@@ -400,15 +400,11 @@ def test_forward_kl_through_linear_heads_has_the_autograd_gradient(
     with torch.no_grad():
         teacher_logits = teacher_head(teacher_hidden)[..., :V]
     kwargs = {"kd_ratio": kd_ratio, "temperature": temperature, "chunk_tokens": 4}
-    results = []
-    saved = shapes_autograd_saves(
-        lambda: results.append(
-            distillation_loss(
-                hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, **kwargs
-            )
+    fused, saved = with_saved_shapes(
+        lambda: distillation_loss(
+            hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, **kwargs
         )
     )
-    fused = results[0]
     # Written out, not taken by autograd: only the gradient buffers are saved, nothing chunk- or vocabulary-sized.
     assert saved == {(B * T, 5), *(tuple(param.shape) for param in head.parameters())}
     plain = distillation_loss(head(hidden), batch["labels"], teacher_logits, **kwargs)
@@ -432,21 +428,12 @@ def test_forward_kl_through_linear_heads_under_bf16_autocast(batch: dict[str, to
     hidden = torch.randn(B, T, 8, generator=generator).to(torch.bfloat16).requires_grad_()
     teacher_hidden = torch.randn(B, T, 8, generator=generator).to(torch.bfloat16)
     head, teacher_head = torch.nn.Linear(8, V, bias=False), torch.nn.Linear(8, V, bias=False).requires_grad_(False)
-    results = []
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        saved = shapes_autograd_saves(
-            lambda: results.append(
-                distillation_loss(
-                    hidden,
-                    batch["labels"],
-                    teacher_hidden,
-                    student_head=head,
-                    teacher_head=teacher_head,
-                    chunk_tokens=4,
-                )
+        fused, saved = with_saved_shapes(
+            lambda: distillation_loss(
+                hidden, batch["labels"], teacher_hidden, student_head=head, teacher_head=teacher_head, chunk_tokens=4
             )
         )
-        fused = results[0]
         plain = distillation_loss(head(hidden), batch["labels"], teacher_head(teacher_hidden), chunk_tokens=4)
     params = [hidden, head.weight]
     fused_grads, plain_grads = torch.autograd.grad(fused.loss, params), torch.autograd.grad(plain.loss, params)
