@@ -14,7 +14,7 @@ What both sides share, per pair:
   synth run against the loopback mock teacher (word-salad answers of 4 lines), every example shorter than SEQ_LEN;
 - STEPS optimizer steps of BATCH examples (no gradient accumulation), each example at most SEQ_LEN tokens;
   AdamW at LEARNING_RATE, no weight decay, cosine schedule, warm-up int(0.05 * STEPS) steps, clipping at 1.0
-  (each side's own AdamW: torch.optim.AdamW's default for alambic, TRL's default "adamw_torch_fused"); the same
+  (both torch.optim.AdamW with fused=True: alambic's on CPU and CUDA, TRL's default "adamw_torch_fused"); the same
   precision (bf16 autocast when alambic's summary says "bf16", else fp32); LoRA r16/alpha32/dropout 0 on all
   seven projections; loss on the assistant's answer only. Both draw the first epoch's order from torch.randperm
   seeded with 0, so they see the same examples in the same steps: the token counts must be equal (a note says
