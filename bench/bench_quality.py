@@ -12,7 +12,7 @@ base depth-pruned to 8 of its 30 layers and fully fine-tuned with the same sched
 Each is scored on the held-out questions (asked without their chunk; greedy): token F1 and MiniLM cosine
 against the teacher's answer, held-out loss, and KL(teacher ‖ student) per answer token. The untrained
 pruned student and the teacher itself, asked the same way (no chunk), are scored beside them: the teacher's
-F1 is the most a student that imitates it can be expected to reach.
+own F1 shows how much room the metric leaves for a student that imitates it better.
 
 The figures are means over seeds; the table printed before them gives each seed and the spread, and then,
 for kd and sparse against sft, the mean per-question difference in F1 and cosine with a 95% bootstrap
