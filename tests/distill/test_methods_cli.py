@@ -40,7 +40,12 @@ def synthesised(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
 
 
 def project(
-    synthesised: Path, tmp_path: Path, tiny_model_dir: Path, distill_settings: str, teacher: Path | None = None
+    synthesised: Path,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    distill_settings: str,
+    teacher: Path | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """A copy of the synthesised project with these [distill] settings (on top of a fast tiny-model base)."""
     root = tmp_path / "shop"
@@ -51,7 +56,7 @@ def project(
     after = rest[rest.index("\n[") :]
     body = (
         f'base = "{tiny_model_dir}"\nteacher_model = "{teacher or tiny_model_dir}"\nprune_layers = 2\nepochs = 2\n'
-        f'batch_size = 4\nlearning_rate = 1e-3\nprecision = "fp32"\n{distill_settings}\n'
+        f'batch_size = 4\nlearning_rate = 1e-3\nprecision = "{precision}"\n{distill_settings}\n'
     )
     (root / "alambic.toml").write_text(before + "[distill]\n" + body + after, encoding="utf-8")
     return root
@@ -112,6 +117,29 @@ def test_kd_and_sparse_train_end_to_end(synthesised: Path, tmp_path: Path, tiny_
     report = distill_in_process(root, console)
     assert f"reusing teacher top-k store {store_id}" in console.file.getvalue()
     assert report.run_id not in (kd_run, sparse_run) and report.summary["logits_store"] == store_id
+
+
+METHODS = {
+    "sft": "method = 'sft'",
+    "kd": "method = 'kd'\nkd_ratio = 0.5\ntemperature = 2.0",
+    "sparse": "method = 'sparse'\ntop_k = 16",
+    "gkd": "method = 'gkd'\ngkd_lambda = 0.5\ngkd_max_new_tokens = 8",
+}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_method_runs_end_to_end_at_each_precision(
+    synthesised: Path, tmp_path: Path, tiny_model_dir: Path, precision: str
+) -> None:
+    """bf16 is forced, not left to the CPU: autocast to bf16 runs (slowly) on CPUs without native support."""
+    for method, settings in METHODS.items():
+        root = project(synthesised, tmp_path, tiny_model_dir, settings, precision=precision)
+        run_cli("distill", "--project", root)
+        _, summary = latest(root)
+        assert summary["method"] == method and summary["bf16"] is (precision == "bf16")
+        losses = [loss for _, loss in summary["losses"]]
+        assert len(losses) == summary["steps"] == 4 and all(math.isfinite(loss) for loss in losses)
+        assert Path(summary["student_dir"], "model.safetensors").is_file()
 
 
 def alternative_ids(vocab: TokenBytes) -> list[int]:

@@ -219,7 +219,7 @@ def _dense_teacher(
             f"distill.method = '{settings.method}' runs the teacher on every batch and needs a transformers model; "
             "for a GGUF teacher use method = 'sparse' (its top-k are computed once)"
         )
-    teacher = HFTeacher(model.path, use_bf16(settings.precision), device)
+    teacher = HFTeacher(model.path, use_bf16(settings.precision, device), device)
     vocab, width, pad_id = student
     shared_width(teacher.vocab, vocab, teacher.width, width, teacher_name=model.name, method=settings.method, warn=warn)
     teacher_id = record_teacher(project.ledger, run_id, model.name, model.path, model.sha256())

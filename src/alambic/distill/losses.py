@@ -419,7 +419,8 @@ class _FusedForwardKL:
                     buffer.addmm_(grad.t(), rows.to(buffer.dtype))
                 else:
                     buffer.add_(grad.sum(0))
-            grad_in_rows = grad @ self.head.weight.to(grad.dtype) if rows_grad else None
+            # Under autocast the matmul comes out in bf16; the rows' gradient buffer has the rows' dtype.
+            grad_in_rows = (grad @ self.head.weight.to(grad.dtype)).to(rows.dtype) if rows_grad else None
         return [ce, kd], [grad_in_rows]
 
     def _terms(self, rows: Tensor, teacher: Tensor, targets: Tensor) -> tuple[Tensor, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import pickle
 import shutil
 import signal
 import time
@@ -44,10 +45,18 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def use_bf16(precision: str) -> bool:
-    if precision == "auto":
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return precision == "bf16"
+def use_bf16(precision: str, device: torch.device | str = "cpu") -> bool:
+    """Whether to autocast to bf16: as asked, or under "auto" where the device computes bf16 natively. CPU
+    autocast to bf16 runs everywhere, only slowly without native support, so each path can be forced."""
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return native_cpu_bf16()
+
+
+def native_cpu_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class Trunk(torch.nn.Module):
@@ -161,7 +170,7 @@ class Trainer:
         self.scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, int(settings.warmup_fraction * self.total_steps), self.total_steps
         )
-        self.bf16 = use_bf16(settings.precision)
+        self.bf16 = use_bf16(settings.precision, self.parallel.device)
         self._stop_requested = False
 
     def batch_indices(self, step: int) -> list[int]:
@@ -314,16 +323,40 @@ class Trainer:
             if not (folder / "state.pt").is_file():
                 return 0
         path = folder / "state.pt"
-        state = torch.load(path, weights_only=False)
+        state = _load_checkpoint_file(path)
         if state.get("data_order") != self._data_order():
             raise AlambicError(
                 f"{path}: a checkpoint of another data order or number of processes ({state.get('data_order')}); "
                 "resume with the same settings and --processes, or delete it"
             )
-        own = torch.load(folder / f"rank-{self.parallel.rank}.pt", weights_only=False)
-        self.model.load_state_dict(state["model"], strict=False)
+        own = _load_checkpoint_file(folder / f"rank-{self.parallel.rank}.pt")
+        self._load_trainable(path, state["model"])
         self.optimizer.load_state_dict(own["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(own["rng"])
         self._loaded_losses = [(int(step), float(loss)) for step, loss in state["losses"]]
         return int(state["step"])
+
+    def _load_trainable(self, path: Path, saved: dict[str, Tensor]) -> None:
+        """The checkpoint's weights into the student, strictly: the checkpoint holds exactly its trainable
+        weights (frozen ones are not saved), each of the same shape."""
+        trainable = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(trainable.keys() - saved.keys()), sorted(saved.keys() - trainable.keys())
+        reshaped = [name for name in trainable.keys() & saved.keys() if saved[name].shape != trainable[name].shape]
+        if missing or unexpected or reshaped:
+            first = (missing or unexpected or reshaped)[0]
+            raise AlambicError(
+                f"{path}: a checkpoint of another student ({len(missing)} weights missing, {len(unexpected)} "
+                f"unexpected, {len(reshaped)} of another shape, e.g. {first}); resume with the same base, "
+                "prune_layers and lora settings, or delete it"
+            )
+        self.model.load_state_dict(saved, strict=False)
+
+
+def _load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """A checkpoint file, read without running any pickled code: tensors, numbers, strings and containers only."""
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AlambicError(f"{path}: not a checkpoint alambic can read ({reason}); delete it to start over") from exc
