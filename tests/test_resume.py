@@ -86,7 +86,7 @@ def test_distill_killed_midway_resumes_from_its_checkpoint(tmp_path: Path, tiny_
     def checkpoint_step() -> int:
         try:
             state = next(artifacts.glob("distill-*/checkpoint/state.pt"))
-            return torch.load(state, weights_only=False)["step"]
+            return torch.load(state, weights_only=True)["step"]
         except (StopIteration, OSError, RuntimeError, EOFError):
             return 0
 
