@@ -128,6 +128,24 @@ def test_curate_judges_records_verdicts_and_review_round_trips(tmp_path: Path, t
     assert kept[0]["id"] not in train and revived["id"] in train
     assert train[kept[1]["id"]].payload["messages"][-1]["content"] == "Edited by a human: we roast on Mondays."
 
+    # A reviewer changes their mind twice: their latest decision wins, even when it repeats an earlier one.
+    decision = tmp_path / "decision.jsonl"
+    for status, printed in (("rejected", "1 reject"), ("ok", "1 keep"), ("rejected", "1 reject")):
+        decision.write_text(json.dumps({"id": kept[2]["id"], "status": status}) + "\n", encoding="utf-8")
+        assert f"{printed}," in run_cli("data", "import", decision, "--project", project).stdout
+        with Ledger(ledger_path) as ledger:
+            train = {i.key for i in split_items(ledger, latest_synth_run(ledger))["train"]}
+        assert (kept[2]["id"] in train) is (status == "ok")
+    exported_again = tmp_path / "again.jsonl"
+    run_cli("data", "export", exported_again, "--project", project)
+    again = {row["id"]: row for row in map(json.loads, exported_again.read_text(encoding="utf-8").splitlines())}
+    assert again[kept[2]["id"]]["status"] == "rejected" and again[kept[2]["id"]]["reason"] == "human_review"
+
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(2 * (json.dumps({"id": kept[3]["id"], "status": "rejected"}) + "\n"), encoding="utf-8")
+    failed = run_cli("data", "import", twice, "--project", project, check=False)
+    assert failed.returncode == 2 and "row 2: id" in failed.stderr and "also on row 1" in failed.stderr
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "nope", "status": "rejected"}\n', encoding="utf-8")
     failed = run_cli("data", "import", bad, "--project", project, check=False)

@@ -112,14 +112,20 @@ def import_reviews(ledger: Ledger, path: Path) -> dict[str, int]:
     """Record each changed row as a review (keep, reject or edit). Checks every row before writing any."""
     rows = read_rows(path)
     current = {row["id"]: row for row in dataset_rows(ledger)}
-    batch, counts = [], {"reject": 0, "edit": 0, "keep": 0, "unchanged": 0}
+    previous = {item.payload["item"]: item.key for item in ledger.items("review", "review")}
+    batch, counts, seen = [], {"reject": 0, "edit": 0, "keep": 0, "unchanged": 0}, {}
     for number, row in enumerate(rows, start=1):
-        review = _review_of(row, current, f"{path}: row {number}")
+        where = f"{path}: row {number}"
+        if row.get("id") in seen:
+            raise AlambicError(f"{where}: id {row['id']!r} is also on row {seen[row['id']]}; keep one row per item")
+        seen[row.get("id")] = number
+        review = _review_of(row, current, where)
         if review is None:
             counts["unchanged"] += 1
             continue
         counts[review["action"]] += 1
-        key = stable_hash("review", review)
+        # Keyed by the decision it follows too: the same decision taken again after another is a new review.
+        key = stable_hash("review", review, previous.get(review["item"]))
         batch.append((Item(key, "review", "review", "review", "ok", review), [review["item"]]))
     ledger.put_items(batch)
     return counts
