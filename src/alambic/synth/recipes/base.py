@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from alambic.hashing import stable_hash
 from alambic.models import Message
 from alambic.store import Item
-from alambic.synth.curation import answer_problem, is_refusal, parse_lines
+from alambic.synth.curation import answer_problem, clean_item, is_refusal, parse_lines
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
 
 
@@ -139,7 +139,7 @@ class Recipe(ABC):
         except Exception as exc:
             await engine.fail(key, kind, exc, {"text": ""}, parents)
             return None
-        text = completion.text.strip().strip('"“”')
+        text = clean_item(completion.text)
         reason = answer_problem("", text, completion.finish_reason, 3)
         payload = {"text": text, "usage": [completion.prompt_tokens, completion.completion_tokens]}
         await engine.store(

@@ -1,0 +1,83 @@
+"""Questions and tasks as teachers really write them: numbered, bulleted, quoted, bold, after a lead-in line."""
+
+import pytest
+
+from alambic.synth.curation import answer_problem, clean_item, parse_lines
+
+# Each of these was accepted as a training question by the demo before (issue 18).
+SEEN_IN_THE_DEMO = {
+    "3. How much is the espresso bar?": "How much is the espresso bar?",
+    "1. How do I ship to the UK, Europe?": "How do I ship to the UK, Europe?",
+    'One possible question that can be asked is: "How do you store your coffee?': "How do you store your coffee?",
+}
+
+
+@pytest.mark.parametrize("written", SEEN_IN_THE_DEMO)
+def test_the_demos_accepted_questions_come_out_clean(written: str) -> None:
+    assert clean_item(written) == SEEN_IN_THE_DEMO[written]
+    assert parse_lines(written, limit=3, questions_only=True) == [SEEN_IN_THE_DEMO[written]]
+
+
+def test_an_answer_that_restates_its_question_is_rejected_whatever_it_adds() -> None:
+    question = "What's a fictional question?"
+    assert answer_problem(question, "A fictional question: What's a fictional question?", "stop", 3) == (
+        "echoes_question"
+    )
+    assert answer_problem(question, "What's a fictional question? That is a good question, really.", "stop", 3) == (
+        "echoes_question"
+    )
+    ship = "Do you ship to Egypt?"
+    assert answer_problem(ship, "Yes, we do ship to Egypt, in six to ten working days.", "stop", 3) is None
+    assert answer_problem(ship, "Do you ship to Egypt? Yes, in six to ten days.", "stop", 3) == "echoes_question"
+    # A question of two words can appear in a real answer; only an answer that is nothing else echoes it.
+    assert answer_problem("Gift cards?", "Yes, gift cards from 10 to 100 euros.", "stop", 3) is None
+
+
+LIST_FORMATS = {
+    "numbered": "1. When do you roast?\n2) Do you ship to Egypt?\n(3) Is the shop open on Sunday?",
+    "bulleted": "- When do you roast?\n* Do you ship to Egypt?\n• Is the shop open on Sunday?",
+    "quoted": '"When do you roast?"\n“Do you ship to Egypt?”\n1. "Is the shop open on Sunday?"',
+    "bold and labelled": "**1. When do you roast?**\nQ2: Do you ship to Egypt?\n"
+    "Question 3: Is the shop open on Sunday?",
+    "with a lead-in line": "Here are some questions:\n\n1. When do you roast?\n2. Do you ship to Egypt?\n"
+    "3. Is the shop open on Sunday?",
+    "lead-in on each item": 'Sure! Here is a question: When do you roast?\nExample question: "Do you ship to Egypt?"\n'
+    "One possible question is: Is the shop open on Sunday?",
+}
+
+
+@pytest.mark.parametrize("written", LIST_FORMATS)
+def test_every_list_format_gives_the_bare_questions(written: str) -> None:
+    expected = ["When do you roast?", "Do you ship to Egypt?", "Is the shop open on Sunday?"]
+    assert parse_lines(LIST_FORMATS[written], limit=5, questions_only=True) == expected
+
+
+def test_tasks_skip_the_line_that_introduces_them() -> None:
+    raw = "Here are three new tasks:\n1. Suggest a coffee for a French press.\n2. Write a note for a new customer."
+    assert parse_lines(raw, limit=5, questions_only=False) == [
+        "Suggest a coffee for a French press.",
+        "Write a note for a new customer.",
+    ]
+
+
+def test_arabic_numbered_and_quoted_questions() -> None:
+    raw = "١. هل تشحنون إلى مصر؟\n2. «كم سعر القهوة اليمنية؟»\nسؤال 3: متى تحمصون القهوة؟"
+    assert parse_lines(raw, limit=5, questions_only=True) == [
+        "هل تشحنون إلى مصر؟",
+        "كم سعر القهوة اليمنية؟",
+        "متى تحمصون القهوة؟",
+    ]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Do you sell 2.5 kg bags?",
+        'Do you stock "Yemen Mocha" beans?',
+        "What are your opening hours: summer or winter?",
+        "Shipping: how long does it take?",
+        "24 hours after I order, can I still cancel?",
+    ],
+)
+def test_a_real_question_is_left_as_it_is(question: str) -> None:
+    assert clean_item(question) == question
