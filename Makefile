@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PEERS := .venv-peers
 BENCH ?=
 
-.PHONY: install demo test test-fast lint bench peers clean
+.PHONY: install browser demo test test-fast lint bench peers clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,14 @@ demo: install
 	test -d demo-shop || $(VENV)/bin/alambic init demo-shop --example support-desk
 	$(VENV)/bin/alambic run --project demo-shop
 
-test: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+test: install browser
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests
+
+# report.html is tested in a real browser: Debian's Chromium, driven by Playwright (whose own browser download is
+# not reachable). Without root or apt the browser test is skipped, except under CI, where it fails.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends chromium fonts-dejavu-core) || echo "chromium not installed: the report browser test will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -10,6 +10,9 @@ from typing import Any
 
 import jinja2
 
+# Answers longer than this show their first words, the rest behind a "more" control.
+FOLD_CHARACTERS = 280
+
 
 def loss_plot_png(losses: list[tuple[int, float]]) -> str:
     """The training loss as a base64 PNG, so that the report is one self-contained file."""
@@ -31,6 +34,16 @@ def loss_plot_png(losses: list[tuple[int, float]]) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def fold(text: str, limit: int = FOLD_CHARACTERS) -> tuple[str, str]:
+    """(what a cell shows, what it folds away): cut at the last space before ``limit``, or at ``limit`` in a
+    string with no space (an untrained model's output can be one long run of characters)."""
+    if len(text) <= limit:
+        return text, ""
+    cut = text.rfind(" ", limit // 2, limit)
+    cut = cut if cut > 0 else limit
+    return text[:cut], text[cut:]
+
+
 def write_report(
     path: Path,
     project_name: str,
@@ -43,6 +56,7 @@ def write_report(
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    environment.filters["fold"] = fold
     html = environment.get_template("report.html.j2").render(
         project=project_name,
         summary=summary,
