@@ -6,6 +6,7 @@ import torch
 from rich.console import Console
 
 from alambic.config import DistillSection
+from alambic.distill import with_lora
 from alambic.distill.batches import Example
 from alambic.distill.logits_store import LogitsStore, LogitsStoreWriter
 from alambic.distill.on_policy import OnPolicy
@@ -82,6 +83,8 @@ def make_trainer(tiny_model_dir: Path, checkpoint: Path, method: str = "sft", **
         on_policy = OnPolicy(local, examples, examples, settings, 2, 2)
     torch.manual_seed(0)
     model = load_causal_lm(tiny_model_dir) if method == "sft" else prune_layers(load_causal_lm(tiny_model_dir), [0, 3])
+    if settings.adapter == "lora":
+        model = with_lora(model, settings)
     return Trainer(model, examples, tokenizer.pad_token_id, settings, checkpoint, teacher, on_policy)
 
 
@@ -117,9 +120,9 @@ class TouchOnLoad:
         return (Path.touch, (self.path,))
 
 
-def checkpointed(tiny_model_dir: Path, folder: Path) -> Path:
+def checkpointed(tiny_model_dir: Path, folder: Path, adapter: str = "full") -> Path:
     """A checkpoint after one step of sft; returns its state.pt."""
-    trainer = make_trainer(tiny_model_dir, folder)
+    trainer = make_trainer(tiny_model_dir, folder, adapter=adapter)
     trainer.total_steps = 1
     trainer.train(Console(quiet=True))
     return folder / "state.pt"
@@ -156,12 +159,18 @@ def test_a_checkpoint_of_another_student_is_refused_not_half_loaded(
     assert "\n" not in str(error.value) and "prune_layers" in str(error.value)
 
 
-def test_an_intact_checkpoint_resumes_with_every_weight(tiny_model_dir: Path, tmp_path: Path) -> None:
-    state_file = checkpointed(tiny_model_dir, tmp_path / "ckpt")
+@pytest.mark.parametrize("adapter", ["full", "lora"])
+def test_an_intact_checkpoint_resumes_with_every_trained_weight(
+    tiny_model_dir: Path, tmp_path: Path, adapter: str
+) -> None:
+    """LoRA checkpoints hold the adapters only: the frozen base is not "missing"."""
+    state_file = checkpointed(tiny_model_dir, tmp_path / "ckpt", adapter)
     saved = torch.load(state_file, weights_only=True)["model"]
-    resumed = make_trainer(tiny_model_dir, tmp_path / "ckpt")
+    resumed = make_trainer(tiny_model_dir, tmp_path / "ckpt", adapter=adapter)
     assert resumed._load_checkpoint() == 1
-    for name, param in resumed.model.named_parameters():
+    trained = {name: p for name, p in resumed.model.named_parameters() if p.requires_grad}
+    assert trained.keys() == saved.keys() and (adapter == "full") is not any("lora" in name for name in saved)
+    for name, param in trained.items():
         torch.testing.assert_close(param.detach(), saved[name], rtol=0, atol=0, msg=name)
 
 

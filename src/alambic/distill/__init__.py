@@ -268,15 +268,18 @@ def _trainable_student(init_dir: Path, settings: DistillSection) -> tuple[Any, A
     from alambic.models.hf import load_causal_lm
 
     model = load_causal_lm(init_dir)
-    if settings.adapter == "lora":
-        from peft import LoraConfig, get_peft_model
+    return (with_lora(model, settings) if settings.adapter == "lora" else model), load_tokenizer(init_dir)
 
-        lora = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=0.0,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
-    return model, load_tokenizer(init_dir)
+
+def with_lora(model: Any, settings: DistillSection) -> Any:
+    """The model with LoRA adapters on every attention and MLP projection, the base frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
