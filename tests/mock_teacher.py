@@ -41,6 +41,8 @@ class MockTeacher:
             return f"I'm sorry, but I can't help with that. Instead I can offer {varied(seed, 0, 6)}."
         words_per_line = 8
         lines = [f"Is {varied(seed, i, 6)} today?" for i in range(self.tokens // words_per_line)]
+        if "rewrite customer questions" in system:  # asked for one new question only
+            return lines[0]
         return "\n".join(lines)
 
     def fault_for(self, body: bytes) -> str | None:

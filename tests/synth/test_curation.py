@@ -81,3 +81,25 @@ def test_arabic_numbered_and_quoted_questions() -> None:
 )
 def test_a_real_question_is_left_as_it_is(question: str) -> None:
     assert clean_item(question) == question
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "What is a factual question that might be asked about this passage?",
+        "What's a fictional question?",
+        "Does the reference text say when you roast?",
+    ],
+)
+def test_a_question_about_the_task_is_not_a_customer_question(leak: str) -> None:
+    assert parse_lines(leak, limit=3, questions_only=True) == []
+
+
+def test_an_evolved_question_is_one_question_or_none() -> None:
+    """What the evolve recipe keeps: exactly one question line, however the teacher wraps it (seen in the demo)."""
+    wrapped = 'Here\'s the new question: "Can I change my order after the roast day?"'
+    assert parse_lines(wrapped, limit=2, questions_only=True) == ["Can I change my order after the roast day?"]
+    restated = "How do you pick the beans?\n\nThe original question: How do you pick the beans?\n\nThe answer is yes."
+    assert parse_lines(restated, limit=2, questions_only=True) == ["How do you pick the beans?"]
+    options = 'You can choose from the following options:\n* "How can I help them?"\n* "What can I do?"'
+    assert len(parse_lines(options, limit=2, questions_only=True)) == 2  # more than one: the recipe rejects it

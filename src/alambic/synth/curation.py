@@ -21,6 +21,10 @@ LEAD_IN = re.compile(
     re.IGNORECASE,
 )
 QUOTED_AFTER_COLON = re.compile(r"^[^:：?؟\"“”«»„]{1,120}[:：]\s*(?=[\"“«„])")
+# Our own prompts' words in a question: it is about the task, not something a customer would ask.
+PROMPT_LEAK = re.compile(
+    r"\bthis passage\b|\b(?:the|this) reference text\b|\b(?:factual|fictional|how-to) questions?\b", re.I
+)
 TEMPLATE_LEAK = re.compile(r"<\|[a-z_]+\|>|^(?:user|assistant|system)\s*:", re.IGNORECASE | re.MULTILINE)
 
 
@@ -76,7 +80,7 @@ def parse_lines(raw: str, limit: int, questions_only: bool) -> list[str]:
         if INTRODUCTION.search(line):
             continue
         line = clean_item(line)
-        if questions_only and not line.endswith(QUESTION_MARKS):
+        if questions_only and (not line.endswith(QUESTION_MARKS) or PROMPT_LEAK.search(line)):
             continue
         if not 3 <= len(line.split()) <= 60:
             continue

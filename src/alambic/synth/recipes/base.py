@@ -128,8 +128,11 @@ class Recipe(ABC):
         await engine.store(Item(key, engine.run_id, STAGE, kind, status, payload, reason), parents)
         return lines
 
-    async def ask_text(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> str | None:
-        """One short text the teacher writes (a request, a comment), stored as an item; None if unusable."""
+    async def ask_text(
+        self, key: str, kind: str, prompt: str, parents: list[str], one_question: bool = False, **values: Any
+    ) -> str | None:
+        """One short text the teacher writes (a request, a comment), stored as an item; None if unusable. With
+        ``one_question``, the text must hold exactly one question, which is what is kept."""
         if (stored := self.settled(key)) is not None:
             return stored.payload["text"] if stored.status == "ok" else None
         engine = self.engine
@@ -139,9 +142,17 @@ class Recipe(ABC):
         except Exception as exc:
             await engine.fail(key, kind, exc, {"text": ""}, parents)
             return None
-        text = clean_item(completion.text)
-        reason = answer_problem("", text, completion.finish_reason, 3)
-        payload = {"text": text, "usage": [completion.prompt_tokens, completion.completion_tokens]}
+        if one_question:
+            questions = parse_lines(completion.text, 2, questions_only=True)
+            text, reason = (questions[0], None) if len(questions) == 1 else ("", "not_one_question")
+        else:
+            text = clean_item(completion.text)
+            reason = answer_problem("", text, completion.finish_reason, 3)
+        payload = {
+            "text": text,
+            "raw": completion.text,
+            "usage": [completion.prompt_tokens, completion.completion_tokens],
+        }
         await engine.store(
             Item(key, engine.run_id, STAGE, kind, "ok" if reason is None else "rejected", payload, reason), parents
         )

@@ -102,7 +102,7 @@ class EvolInstruct(Recipe):
         parents = [source_key] + ([chunk.key] if chunk else [])
         evolve_key = self.key("evolve", source_key, evolution)
         values = {"question": question, "evolution": evolution, "chunk": chunk.chunk.text if chunk else ""}
-        evolved = await self.ask_text(evolve_key, "evolved", "evolve", parents, **values)
+        evolved = await self.ask_text(evolve_key, "evolved", "evolve", parents, one_question=True, **values)
         if evolved is None or normalise(evolved) == normalise(question):
             return 0
         prompt = "answer" if chunk else "task-answer"
