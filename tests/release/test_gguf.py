@@ -32,7 +32,7 @@ def test_a_converter_that_is_not_the_pinned_one_is_never_unpacked(
     with pytest.raises(AlambicError, match=r"sha256 [0-9a-f]{64} is not the pinned [0-9a-f]{64}") as error:
         gguf.converter_dir()
     assert "\n" not in str(error.value)
-    assert not list((tmp_path / "cache").glob(f"llama-cpp-python-{llama_cpp.__version__}-converter*"))
+    assert not list((tmp_path / "cache").glob(f"llama-cpp-python-{llama_cpp.__version__}-*"))
 
 
 def test_a_version_without_a_pinned_hash_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

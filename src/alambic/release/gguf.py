@@ -36,9 +36,6 @@ def converter_dir() -> Path:
     import llama_cpp
 
     version = llama_cpp.__version__
-    target = cache_dir() / f"llama-cpp-python-{version}-converter"
-    if (target / "convert_hf_to_gguf.py").is_file():
-        return target
     expected = CONVERTER_SDIST_SHA256.get(version)
     if expected is None:
         pinned = ", ".join(CONVERTER_SDIST_SHA256)
@@ -46,6 +43,10 @@ def converter_dir() -> Path:
             f"GGUF export: no pinned hash for llama-cpp-python {version}'s converter; install llama-cpp-python "
             f"{pinned}, the version alambic pins"
         )
+    # Named by the hash: a copy unpacked before the hash was checked is never used.
+    target = cache_dir() / f"llama-cpp-python-{version}-{expected[:16]}-converter"
+    if (target / "convert_hf_to_gguf.py").is_file():
+        return target
     with tempfile.TemporaryDirectory() as download:
         sdist = download_sdist(version, Path(download))
         actual = file_sha256(sdist)
