@@ -214,3 +214,13 @@ def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, native:
     monkeypatch.setattr(train, "native_cpu_bf16", lambda: native)
     assert use_bf16("auto") is native and use_bf16("auto", torch.device("cpu")) is native
     assert use_bf16("bf16") and not use_bf16("fp32")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_a_gpu_asks_the_gpu_not_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    from alambic.distill import train
+
+    monkeypatch.setattr(train, "native_cpu_bf16", lambda: not native)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
+    assert use_bf16("auto", torch.device("cuda")) is native and use_bf16("auto", "cuda:1") is native
+    assert not use_bf16("fp32", "cuda") and use_bf16("bf16", "cuda")
