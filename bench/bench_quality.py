@@ -41,13 +41,14 @@ import httpx
 from rich.console import Console
 
 from alambic import curate, distill, synth
+from alambic.dataset import latest_synth_run, split_items
 from alambic.evaluate import kl_to_teacher
-from alambic.evaluate.metrics import Embedder, token_f1
+from alambic.evaluate.metrics import token_f1
 from alambic.models.base import Sampling
 from alambic.models.embedded import embedded_hf_dir, minilm_dir
+from alambic.models.embeddings import Embedder
 from alambic.models.hf import HFChat
 from alambic.project import Project, init_project
-from alambic.store.datasets import latest_synth_run, split_items
 from figures import figure
 
 HERE = Path(__file__).resolve().parent

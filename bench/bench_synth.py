@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -18,11 +19,19 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import free_port, mock_teacher, serving  # noqa: E402
 
-from alambic.store import Ledger  # noqa: E402
 from figures import figure  # noqa: E402
 
 LATENCY = 0.2
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # `make peers` builds it
+
+
+def paid_requests(ledger: Path) -> list[dict]:
+    """Every request whose response synth paid for, as it was sent (messages and sampling)."""
+    db = sqlite3.connect(ledger)
+    try:
+        return [json.loads(row[0]) for row in db.execute("SELECT request FROM responses ORDER BY created_at")]
+    finally:
+        db.close()
 
 
 def make_project(root: Path, base_url: str, model: str, concurrency: int, chunks: int, extra: str = "") -> Path:
@@ -120,8 +129,7 @@ def vs_llama_server(tmp: Path) -> list[dict]:
         )
         ours = result["tokens"] / result["seconds"]
         # The server alone: exactly the requests synth sent, replayed back to back by a bare HTTP client.
-        with Ledger(tmp / "llama" / ".alambic" / "ledger.sqlite") as ledger:
-            requests = list(ledger.requests())
+        requests = paid_requests(tmp / "llama" / ".alambic" / "ledger.sqlite")
         tokens, began = 0, time.monotonic()
         with httpx.Client(timeout=120) as client:
             for request in requests:
@@ -164,8 +172,7 @@ def vs_distilabel(tmp: Path) -> list[dict]:
     in_flight, work = 64, tmp / "distilabel"
     with mock_teacher(latency=LATENCY, tokens=64) as url:
         ours = timed_synth(make_project(work / "project", url, "mock", in_flight, int(in_flight / LATENCY * 8 / 2)))
-        with Ledger(work / "project" / ".alambic" / "ledger.sqlite") as ledger:
-            requests = list(ledger.requests())
+        requests = paid_requests(work / "project" / ".alambic" / "ledger.sqlite")
         theirs = distilabel_synth(requests, url, in_flight, work)
     peer = (
         f"distilabel 1.5.3 TextGeneration, input_batch_size {in_flight} ({theirs['startup']:.1f}s of start-up, "

@@ -6,9 +6,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alambic.dataset import latest_synth_run, split_items
 from alambic.hashing import file_sha256
 from alambic.store import Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 
 from .conftest import ALAMBIC, free_port, run_cli, serving
 

@@ -60,12 +60,21 @@ def _quiet_libraries() -> None:
     logging.disable_progress_bar()
 
 
+def _open_project(root: Path, preset: str | None) -> Project:
+    """The project, its ledger brought up to what today's stages read if an older alambic wrote it."""
+    from alambic.synth.selection import record_missing_selections
+
+    project = Project.open(root, preset)
+    record_missing_selections(project.ledger)
+    return project
+
+
 def _stage(project_dir: Path, preset: str | None, stage: Callable[[Project, Console], StageReport]) -> StageReport:
     if int(os.environ.get("RANK", "0")) > 0:  # one of several training processes: rank 0 speaks for all
         console.quiet = True
     with user_errors():
         _quiet_libraries()
-        project = Project.open(project_dir, preset)
+        project = _open_project(project_dir, preset)
         try:
             report = stage(project, console)
         finally:
@@ -182,7 +191,7 @@ def serve(
 
     with user_errors():
         _quiet_libraries()
-        project_obj = Project.open(project, preset)
+        project_obj = _open_project(project, preset)
         stage.serve(project_obj, console, host=host, port=port, quant=quant)
 
 
@@ -203,7 +212,7 @@ def data_export(
     from alambic.curate.review import export
 
     with user_errors():
-        project_obj = Project.open(project, None)
+        project_obj = _open_project(project, None)
         try:
             count = export(project_obj.ledger, out, fmt or out.suffix.lstrip(".").lower(), not kept_only)
         finally:
@@ -220,7 +229,7 @@ def data_import(
     from alambic.curate.review import import_reviews
 
     with user_errors():
-        project_obj = Project.open(project, None)
+        project_obj = _open_project(project, None)
         try:
             counts = import_reviews(project_obj.ledger, reviewed)
         finally:
@@ -240,7 +249,7 @@ def data_show(
     from alambic.reporting import dataset_table
 
     with user_errors():
-        project_obj = Project.open(project, None)
+        project_obj = _open_project(project, None)
         try:
             rows = [
                 row
@@ -292,7 +301,7 @@ def status(
     from alambic.reporting import status_data, status_tables
 
     with user_errors():
-        project_obj = Project.open(project, None)
+        project_obj = _open_project(project, None)
         data = status_data(project_obj)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

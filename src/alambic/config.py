@@ -119,7 +119,7 @@ class SynthSection(Section):
 class CurateSection(Section):
     min_chars: int = Field(2, ge=0, description="Shortest answer kept.")
     max_chars: int = Field(4000, ge=1, description="Longest answer kept.")
-    language_check: bool = Field(True, description="Reject answers not in the script of their question.")
+    language_check: bool = Field(True, description="Reject answers not in the language of their question.")
     minhash_threshold: float = Field(
         0.7, gt=0, le=1, description="Jaccard similarity above which items are duplicates."
     )

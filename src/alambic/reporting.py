@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from alambic.project import Project
+from alambic.results import CurateResult, DistillResult, EvalResult, ReleaseResult, SynthResult
 from alambic.stage import StageReport
 
 
@@ -19,28 +20,26 @@ def stage_line(report: StageReport) -> str:
 
 
 def _stage_facts(report: StageReport) -> str:
-    s = report.summary
-    if report.stage == "synth":
-        rejected = sum(s.get("rejected", {}).values())
-        return f"{s['train_items']} train + {s['heldout_items']} held-out items, {rejected} rejected"
-    if report.stage == "curate":
-        judge = s["judge"]
-        verdict = ""
-        if judge.get("enabled"):
-            kappa = judge["self_agreement"].get("kappa")
+    result = report.result
+    if isinstance(result, SynthResult):
+        rejected = sum(result.rejected.values())
+        return f"{result.train_items} train + {result.heldout_items} held-out items, {rejected} rejected"
+    if isinstance(result, CurateResult):
+        judge, verdict = result.judge, ""
+        if judge.enabled:
+            kappa = judge.self_agreement.get("kappa")
             verdict = f", judge self-agreement kappa {kappa if kappa is not None else 'n/a'}"
-            verdict += "" if judge["applied"] else " (too low: scores reported, not applied)"
-        return f"{s['kept']} of {s['items']} items kept, {sum(s['rejected'].values())} rejected{verdict}"
-    if report.stage == "distill":
+            verdict += "" if judge.applied else " (too low: scores reported, not applied)"
+        return f"{result.kept} of {result.items} items kept, {sum(result.rejected.values())} rejected{verdict}"
+    if isinstance(result, DistillResult):
         return (
-            f"{s.get('method', 'sft')}, {len(s['kept_layers'])}/{s['base_layers']} layers, {s['adapter']}, "
-            f"{s['steps']} steps, "
-            f"{s['tokens_per_second']:.0f} tok/s, final loss {s['losses'][-1][1]:.3f}"
+            f"{result.method}, {len(result.kept_layers)}/{result.base_layers} layers, {result.adapter}, "
+            f"{result.steps} steps, {result.tokens_per_second:.0f} tok/s, final loss {result.losses[-1][1]:.3f}"
         )
-    if report.stage == "evaluate":
-        return f"{s['questions']} held-out questions, report: {s['report']}"
-    if report.stage == "release":
-        return f"{len(s['files'])} files in {s['dir']}"
+    if isinstance(result, EvalResult):
+        return f"{result.questions} held-out questions, report: {result.report}"
+    if isinstance(result, ReleaseResult):
+        return f"{len(result.files)} files in {result.dir}"
     return ""
 
 
@@ -51,30 +50,30 @@ def summary_table(reports: list[StageReport], seconds: float) -> RenderableType:
     for report in reports:
         took = "skipped" if report.skipped else f"{report.seconds:.0f}s"
         table.add_row(report.stage, report.run_id, took, _stage_facts(report))
-    evaluation = next((r for r in reports if r.stage == "evaluate"), None)
+    evaluation = next((r.result for r in reports if isinstance(r.result, EvalResult)), None)
     if evaluation is None:
         return table
     grid = Table.grid()
     grid.add_row(table)
-    grid.add_row(evaluation_table(evaluation.summary))
+    grid.add_row(evaluation_table(evaluation))
     return grid
 
 
-def evaluation_table(summary: dict[str, Any]) -> Table:
+def evaluation_table(evaluation: EvalResult) -> Table:
     table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
     for column in ("model", "token F1", "cosine", "held-out loss", "KL to teacher", "answer tok/s", "size"):
         table.add_column(column, justify="right" if column != "model" else "left")
-    for row in summary["models"]:
-        loss = "—" if row["heldout_loss"] is None else f"{row['heldout_loss']:.3f}"
-        kl = "—" if row.get("kl_to_teacher") is None else f"{row['kl_to_teacher']:.3f}"
+    for row in evaluation.models:
+        loss = "—" if row.heldout_loss is None else f"{row.heldout_loss:.3f}"
+        kl = "—" if row.kl_to_teacher is None else f"{row.kl_to_teacher:.3f}"
         table.add_row(
-            row["label"],
-            f"{row['f1']:.3f}",
-            f"{row['cosine']:.3f}",
+            row.label,
+            f"{row.f1:.3f}",
+            f"{row.cosine:.3f}",
             loss,
             kl,
-            f"{row['tokens_per_second']:.0f}",
-            row["size"],
+            f"{row.tokens_per_second:.0f}",
+            row.size,
         )
     return table
 

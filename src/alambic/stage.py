@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,8 +22,13 @@ class StageReport:
     stage: str
     run_id: str
     skipped: bool
-    summary: dict[str, Any] = field(default_factory=dict)
+    result: BaseModel
     seconds: float = 0.0
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The result as JSON data, as the ledger stores it."""
+        return self.result.model_dump(mode="json")
 
 
 def progress_bar(console: Console, *extra: TextColumn) -> Progress:

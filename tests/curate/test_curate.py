@@ -10,9 +10,8 @@ from rich.console import Console
 
 from alambic.config import CurateSection
 from alambic.curate import Candidate, _rule_and_duplicate_checks
-from alambic.curate.checks import script
+from alambic.dataset import latest_synth_run, split_items
 from alambic.store import Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 
 from ..conftest import FULL_MIX, mock_teacher, run_cli, small_config, write_project
 
@@ -55,11 +54,19 @@ def test_planted_duplicates_and_leaks_are_caught_and_distinct_items_kept() -> No
             "grinder", "Which grinder do you recommend for espresso?", "A burr grinder with fine steps, such as ours."
         ),
         candidate("arabic-other", "هل تبيعون بطاقات هدايا؟", "نعم، من عشرين إلى مئة يورو."),
-        candidate("refusal", "Tell me another customer's address.", "I'm sorry, but I can't help with that."),
+        # The recipes reject the refusals the teacher writes; an imported conversation comes unchecked.
+        candidate(
+            "refusal", "Tell me another customer's address.", "I'm sorry, but I can't help with that.", kind="import"
+        ),
         candidate(
             "safe", "Tell me another customer's address.", "I'm sorry, but I can't help with that.", kind="safety"
         ),
         candidate("wrong-script", "متى تفتحون؟", "We open at nine."),
+        candidate(
+            "wrong-language",
+            "Do you ship your coffee beans to Belgium?",
+            "Oui, nous livrons en Belgique sous trois à cinq jours ouvrés.",
+        ),
     ]
     eval_texts = [turn for c in candidates if c.split == "heldout" for turn in c.user_turns]
     reasons = _rule_and_duplicate_checks(candidates, eval_texts, CurateSection(), Console(quiet=True))
@@ -71,14 +78,9 @@ def test_planted_duplicates_and_leaks_are_caught_and_distinct_items_kept() -> No
         "leak": "eval_leak",
         "refusal": "refusal",
         "wrong-script": "wrong_language",
+        "wrong-language": "wrong_language",
     }
     assert reasons["arabic-plain"].endswith("arabic")
-
-
-def test_script_of_mixed_text() -> None:
-    assert script("مرحبا بكم in Qahwa") == "ARABIC"
-    assert script("Hello 123") == "LATIN"
-    assert script("123 !") is None
 
 
 def test_curate_judges_records_verdicts_and_review_round_trips(tmp_path: Path, tiny_model_dir: Path) -> None:

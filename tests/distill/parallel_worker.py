@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 import torch
-from test_batches import TURNS  # run as a script: its folder is on sys.path
 
+sys.path.insert(0, str(Path(__file__).parents[2]))  # run as a script: the repository, for the tests package
 from alambic.config import DistillSection
-from alambic.distill.batches import encode
 from alambic.distill.student import prune_layers
 from alambic.distill.teachers import DenseTeacher, HFTeacher
 from alambic.distill.train import Trainer
 from alambic.models.hf import load_causal_lm, load_tokenizer
+from alambic.scoring.batches import encode
+from tests.scoring.test_batches import TURNS
 
 
 def main(model_dir: Path, out: Path, batch_size: int) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from alambic.distill.api_logprobs import FILLER_LOGPROB, TokenBytes, as_top_k, map_answer
-from alambic.distill.batches import encode
 from alambic.models.hf import load_tokenizer
+from alambic.scoring.batches import encode
 
 ANSWER = "Yes, we ship to Egypt ☕ نعم، خلال 6 إلى 10 أيام."
 MESSAGES = [{"role": "user", "content": "Do you ship to Egypt?"}, {"role": "assistant", "content": ANSWER}]

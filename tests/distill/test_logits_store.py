@@ -20,8 +20,8 @@ from alambic.distill.logits_store import (
     LogprobQuantiser,
     top_k_logprobs,
 )
-from alambic.distill.losses import sparse_generalised_jsd
 from alambic.errors import AlambicError
+from alambic.scoring.losses import sparse_generalised_jsd
 
 VOCAB, K = 49152, 64
 QUANTISER = LogprobQuantiser()
@@ -132,22 +132,6 @@ def test_random_access_by_key_and_index(tmp_path: Path, data: dict[str, tuple[np
         store.get("missing")
     with pytest.raises(IndexError):
         store.get(len(keys))
-
-
-def test_batches_are_padded_with_a_valid_distribution(
-    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> None:
-    store = write(tmp_path / "store", data)
-    keys = ["example-2", "example-0", "example-1"]  # 62, 60 and 61 tokens
-    batch = store.batch(keys)
-    assert batch.ids.shape == (3, 62, K) and batch.logprobs.shape == (3, 62, K)
-    for row, key in enumerate(keys):
-        one = store.get(key)
-        assert torch.equal(batch.ids[row, : len(one.ids)], one.ids)
-        assert torch.equal(batch.logprobs[row, : len(one.ids)], one.logprobs)
-    padding = batch.logprobs[1, 60:]
-    torch.testing.assert_close(padding.exp().sum(-1), torch.ones(2))
-    assert store.batch(keys, length=10).ids.shape == (3, 10, K)
 
 
 def test_metadata_describes_the_store(tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -340,7 +324,7 @@ def test_the_embedded_teacher_fits_in_150_bytes_per_token(tmp_path: Path) -> Non
         for start in range(0, len(logits), 96):
             writer.add(f"part-{start}", top.ids[start : start + 96], top.logprobs[start : start + 96])
     store = LogitsStore(tmp_path / "real")
-    back = store.batch(range(len(store))).logprobs.reshape(-1, K)[: len(logits)]
+    back = torch.cat([store.get(i).logprobs for i in range(len(store))])
     expected = torch.sort(top.ids, dim=-1)
     exact = top.logprobs.gather(1, expected.indices).double()
     p_error = (back.double().exp() - exact.exp()).abs().max().item()

@@ -12,15 +12,15 @@ import pytest
 from rich.console import Console
 
 from alambic import distill
+from alambic.dataset import latest_synth_run, split_items
 from alambic.distill.api_logprobs import TokenBytes
-from alambic.distill.batches import encode
 from alambic.distill.logits_store import LogitsStore
 from alambic.errors import AlambicError
 from alambic.models.hf import load_tokenizer
 from alambic.project import Project
+from alambic.scoring.batches import encode
 from alambic.stage import StageReport
 from alambic.store import Item, Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 from alambic.store.ledger import StoredResponse
 
 from ..conftest import GROUNDED_ONLY, mock_teacher, run_cli, small_config, write_project

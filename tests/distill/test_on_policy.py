@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from alambic.config import DistillSection
-from alambic.distill.batches import Example, encode
 from alambic.distill.on_policy import OnPolicy
 from alambic.distill.teachers import HFTeacher
 from alambic.models.hf import load_causal_lm, load_tokenizer
+from alambic.scoring.batches import Example, encode
 
 QUESTIONS = ["When do you roast?", "Do you ship to Egypt?", "Which grind for a moka pot, please?"]
 

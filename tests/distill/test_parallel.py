@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alambic.dataset import latest_synth_run, split_items
 from alambic.distill.parallel import STRATEGIES, launch_command, launch_config, share
 from alambic.store import Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 
 from ..conftest import mock_teacher, run_cli, small_config, write_project
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alambic.distill.batches import Example, encode
 from alambic.distill.student import block_importance, build_student, most_important_layers
 from alambic.models.hf import load_causal_lm, load_tokenizer
+from alambic.scoring.batches import Example, encode
 
 QUESTIONS = [
     "When do you roast?",

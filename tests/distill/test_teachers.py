@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from alambic.config import DistillSection
-from alambic.distill.batches import Example, encode, labelled_tokens, make_batch
-from alambic.distill.losses import generalised_jsd
-from alambic.distill.teachers import DenseTeacher, GGUFTeacher, HFTeacher, decoder_and_head, shared_width
+from alambic.distill.teachers import DenseTeacher, GGUFTeacher, HFTeacher, shared_width
 from alambic.distill.train import batch_loss
 from alambic.errors import AlambicError
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
 from alambic.models.hf import load_causal_lm, load_tokenizer
+from alambic.scoring import decoder_and_head
+from alambic.scoring.batches import Example, encode, labelled_tokens, make_batch
+from alambic.scoring.losses import generalised_jsd
 
 MESSAGES = [
     {"role": "system", "content": "You are the support assistant of a coffee roastery."},

@@ -7,14 +7,16 @@ from rich.console import Console
 
 from alambic.config import DistillSection
 from alambic.distill import with_lora
-from alambic.distill.batches import Example
 from alambic.distill.logits_store import LogitsStore, LogitsStoreWriter
 from alambic.distill.on_policy import OnPolicy
 from alambic.distill.student import build_student, evenly_spaced_layers, prune_layers
 from alambic.distill.teachers import DenseTeacher, HFTeacher, SparseTeacher, TeacherSignal
-from alambic.distill.train import IGNORE_INDEX, Trainer, encode, mean_loss, use_bf16
+from alambic.distill.train import Trainer, use_bf16
 from alambic.errors import AlambicError
 from alambic.models.hf import load_causal_lm, load_tokenizer
+from alambic.scoring import mean_loss
+from alambic.scoring.batches import Example, encode
+from alambic.scoring.losses import IGNORE_INDEX
 
 MESSAGES = [
     {"role": "system", "content": "You are the support assistant."},

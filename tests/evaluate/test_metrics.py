@@ -1,7 +1,8 @@
 import pytest
 
-from alambic.evaluate.metrics import Embedder, token_f1
+from alambic.evaluate.metrics import token_f1
 from alambic.models.embedded import minilm_dir
+from alambic.models.embeddings import Embedder
 
 
 def test_token_f1() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alambic.evaluate.report import FOLD_CHARACTERS, write_report
+from alambic.results import DistillResult, EvalResult, ModelScore
 
 from ..conftest import REPO
 
@@ -28,20 +29,30 @@ ARABIC = "نعم، نشحن إلى مصر خلال ستة إلى عشرة أيا
 def render(path: Path) -> None:
     model = {"f1": 0.2, "cosine": 0.5, "heldout_loss": 3.2, "kl_to_teacher": 1.1, "tokens_per_second": 90.0}
     labels = ["base (untrained)", "student (sft)", "teacher"]
-    summary = {
-        "questions": 3,
-        "distill_run": "distill-1",
-        "models": [{**model, "label": label, "size": "57M"} for label in labels],
-    }
-    training = {
-        "kept_layers": [0, 3],
-        "base_layers": 4,
-        "adapter": "full",
-        "examples": 9,
-        "steps": 3,
-        "tokens_per_second": 200.0,
-        "losses": [(1, 3.0), (2, 2.5), (3, 2.2)],
-    }
+    summary = EvalResult(
+        questions=3,
+        distill_run="distill-1",
+        models=[ModelScore(**model, role=label, label=label, size="57M") for label in labels],
+        report="report.html",
+        compared_runs={"sft": "distill-1"},
+    )
+    training = DistillResult(
+        base="embedded",
+        kept_layers=[0, 3],
+        base_layers=4,
+        prune_strategy="even",
+        parameters=1000,
+        adapter="full",
+        examples=9,
+        steps=3,
+        train_tokens=600,
+        tokens_per_second=200.0,
+        bf16=False,
+        losses=[(1, 3.0), (2, 2.5), (3, 2.2)],
+        dataset="dataset-1",
+        init_dir="init",
+        student_dir="student",
+    )
     examples = [
         {
             "question": "When do you roast?",

@@ -2,9 +2,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from alambic.errors import AlambicError
-from alambic.store import Artifact, Item, Ledger
+from alambic.store import Artifact, Item, Ledger, Selected
 from alambic.store.ledger import MIGRATIONS
 
 
@@ -41,9 +42,27 @@ def test_runs_reopen_after_a_crash_and_stay_done_once_done(tmp_path: Path) -> No
         assert ledger.start_run("r1", "synth", "c", "i").state == "running"
     with Ledger(path) as ledger:
         assert ledger.start_run("r1", "synth", "c", "i").state == "running"
-        ledger.finish_run("r1", {"n": 1})
+        ledger.finish_run("r1", Counted(n=1), [Selected("a", "qa", "train"), Selected("b", "qa", "heldout")])
         assert ledger.start_run("r1", "synth", "c", "i").state == "done"
-        assert ledger.latest_done("synth").summary == {"n": 1}
+        run = ledger.latest_done("synth")
+        assert run.summary == {"n": 1} and run.result(Counted) == Counted(n=1)
+        assert ledger.selection("r1") == [Selected("a", "qa", "train"), Selected("b", "qa", "heldout")]
+
+
+class Counted(BaseModel):
+    n: int
+
+
+class Named(BaseModel):
+    name: str
+
+
+def test_a_summary_of_another_shape_is_one_line_naming_the_run_and_field(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.start_run("r1", "synth", "c", "i")
+        ledger.finish_run("r1", Counted(n=1))
+        with pytest.raises(AlambicError, match=r"^run r1: its summary is not a Named \(name: Field required\)$"):
+            ledger.latest_done("synth").result(Named)
 
 
 def test_a_ledger_from_a_newer_alambic_is_refused(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ import pytest
 from rich.console import Console
 
 from alambic import synth
+from alambic.dataset import latest_synth_run, split_items
 from alambic.errors import AlambicError
 from alambic.project import Project
 from alambic.store import Item, Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 from alambic.store.ledger import StoredResponse
 from alambic.synth.distributed import MISSING_RAY, import_ray, merge_shards, plan_wave
 

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
+from alambic.dataset import latest_synth_run, split_items
 from alambic.store import Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 from alambic.synth.recipes import recipe_targets
 
 from ..conftest import FULL_MIX, mock_teacher, run_cli, small_config, write_project

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from alambic.dataset import latest_synth_run, split_items
 from alambic.store import Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 
 from ..conftest import GROUNDED_ONLY, run_cli, small_config, write_project
 

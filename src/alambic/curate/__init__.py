@@ -17,18 +17,20 @@ from typing import Any
 from rich.console import Console
 
 from alambic.config import CurateSection
-from alambic.curate.checks import item_problem, script
+from alambic.curate.checks import item_problem
 from alambic.curate.dedup import MinHashDeduper, embedding_duplicates, ngrams
 from alambic.curate.judge import Judge, Judgement, agreement
+from alambic.dataset import latest_synth_run
 from alambic.errors import AlambicError
 from alambic.hashing import files_sha256, stable_hash
-from alambic.models import open_teacher, teacher_id
+from alambic.models import teacher_id
+from alambic.models.teacher import Teacher
 from alambic.project import Project
+from alambic.prompts import Prompts
+from alambic.results import CurateResult, JudgeResult
 from alambic.stage import StageReport, progress_bar
-from alambic.store import Item, Ledger
-from alambic.store.datasets import latest_synth_run, selection
-from alambic.synth.engine import Engine
-from alambic.synth.prompts import Prompts
+from alambic.store import Item, Ledger, Run
+from alambic.text import script
 
 STAGE = "curate"
 JUDGE_PROMPTS = ("judge.system", "judge.user")
@@ -66,31 +68,31 @@ def run(project: Project, console: Console) -> StageReport:
     run_id = f"curate-{stable_hash(config_hash, synth_run.id)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, synth_run.id)
     if run.state == "done":
-        return StageReport(STAGE, run_id, True, run.summary)
+        return StageReport(STAGE, run_id, True, run.result(CurateResult))
 
     candidates = _candidates(ledger, synth_run)
     reasons = _rule_and_duplicate_checks(candidates, _eval_texts(project, settings, candidates), settings, console)
-    judged: dict[str, Any] = {"enabled": settings.judge}
+    judged, verdicts = JudgeResult(enabled=False), {}
     if settings.judge:
-        judged = _judge(project, run_id, prompts, candidates, reasons, console)
-    _record_verdicts(ledger, run_id, candidates, reasons, judged.pop("verdicts", {}))
+        judged, verdicts = _judge(project, prompts, candidates, reasons, console)
+    _record_verdicts(ledger, run_id, candidates, reasons, verdicts)
     counts = Counter(reason.split(":")[0] for reason in reasons.values())
-    summary = {
-        "synth_run": synth_run.id,
-        "items": len(candidates),
-        "kept": len(candidates) - len(reasons),
-        "rejected": dict(counts),
-        "judge": judged,
-    }
-    ledger.finish_run(run_id, summary)
-    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+    result = CurateResult(
+        synth_run=synth_run.id,
+        items=len(candidates),
+        kept=len(candidates) - len(reasons),
+        rejected=dict(counts),
+        judge=judged,
+    )
+    ledger.finish_run(run_id, result)
+    return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
-def _candidates(ledger: Ledger, synth_run: Any) -> list[Candidate]:
+def _candidates(ledger: Ledger, synth_run: Run) -> list[Candidate]:
     """The synth run's selected items, held-out ones first (the evaluation set is never thinned)."""
     chunks = {item.key: item.payload["text"] for item in ledger.items("synth", "chunk")}
     candidates = []
-    for chosen in selection(ledger, synth_run):
+    for chosen in ledger.selection(synth_run.id):
         item = ledger.item(chosen.key)
         assert item is not None
         chunk = chunks.get(item.payload.get("chunk") or "", "")
@@ -145,8 +147,8 @@ def _rule_and_duplicate_checks(
     # ~0.75-0.8 however unrelated), so they are left to MinHash.
     remaining = [c for c in candidates if c.key not in reasons and script(c.text) == "LATIN"]
     if remaining:
-        from alambic.evaluate.metrics import Embedder
         from alambic.models.embedded import minilm_dir
+        from alambic.models.embeddings import Embedder
 
         with console.status("curate: embedding items for near-duplicate search"):
             vectors = Embedder(minilm_dir()).embed([c.text for c in remaining])
@@ -161,12 +163,11 @@ def _rule_and_duplicate_checks(
 
 def _judge(
     project: Project,
-    run_id: str,
     prompts: Prompts,
     candidates: list[Candidate],
     reasons: dict[str, str],
     console: Console,
-) -> dict[str, Any]:
+) -> tuple[JudgeResult, dict[str, Judgement]]:
     """Judge the training items that passed the checks; returns the judge's summary and its verdicts."""
     settings = project.config.curate
     todo = [
@@ -174,14 +175,15 @@ def _judge(
         for c in candidates
         if c.split == "train" and c.key not in reasons
     ]
-    teacher = open_teacher(project.config.teacher, project.root)
-    engine = Engine(project.config, project.ledger, prompts, teacher, run_id)
+    config = project.config
+    teacher = Teacher.open(config.teacher, project.root, project.ledger, config.synth.temperature)
+    judge = Judge(teacher, prompts, config.project.business)
 
     async def judge_all() -> dict[str, list[Judgement]]:
         try:
             with progress_bar(console) as progress:
                 task = progress.add_task("curate: judging", total=len(todo))
-                return await Judge(engine).judge_all(todo, lambda: progress.advance(task))
+                return await judge.judge_all(todo, lambda: progress.advance(task))
         finally:
             await teacher.aclose()
 
@@ -189,8 +191,6 @@ def _judge(
         judgements = asyncio.run(judge_all())
     except Exception as exc:
         raise AlambicError(f"curate: the judge's teacher failed ({exc}); run again, judged items are kept") from exc
-    finally:
-        engine.close()
     self_agreement = agreement(judgements, settings.judge_min_score)
     measured = self_agreement["kappa"]
     applied = measured is None or measured >= settings.judge_min_agreement
@@ -202,14 +202,14 @@ def _judge(
             elif judgement.score < settings.judge_min_score:
                 reasons[key] = "judge_low_score"
     scores = [j.score for j in verdicts.values() if j.score is not None]
-    return {
-        "enabled": True,
-        "judged": len(verdicts),
-        "mean_score": round(sum(scores) / len(scores), 3) if scores else None,
-        "self_agreement": self_agreement,
-        "applied": applied,
-        "verdicts": verdicts,
-    }
+    result = JudgeResult(
+        enabled=True,
+        judged=len(verdicts),
+        mean_score=round(sum(scores) / len(scores), 3) if scores else None,
+        self_agreement=self_agreement,
+        applied=applied,
+    )
+    return result, verdicts
 
 
 def _reasked(key: str, fraction: float) -> bool:

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 import torch
 from datasketch import MinHash, MinHashLSH
 
-from alambic.curate.checks import normalised_words
+from alambic.text import words
 
 
 def shingles(text: str, size: int) -> set[str]:
-    words = normalised_words(text)
-    if len(words) <= size:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+    tokens = words(text)
+    if len(tokens) <= size:
+        return {" ".join(tokens)} if tokens else set()
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
 
 
 class MinHashDeduper:
@@ -66,10 +66,10 @@ def ngrams(texts: Iterable[str], size: int) -> set[tuple[str, ...]]:
     """Word n-grams of the texts; a text shorter than `size` words counts whole."""
     grams: set[tuple[str, ...]] = set()
     for text in texts:
-        words = normalised_words(text)
-        if len(words) < size:
-            if words:
-                grams.add(tuple(words))
+        tokens = words(text)
+        if len(tokens) < size:
+            if tokens:
+                grams.add(tuple(tokens))
             continue
-        grams.update(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
+        grams.update(tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
     return grams

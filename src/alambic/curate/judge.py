@@ -10,7 +10,8 @@ from typing import Any
 
 from alambic.hashing import stable_hash
 from alambic.models import Message
-from alambic.synth.engine import Engine
+from alambic.models.teacher import Teacher
+from alambic.prompts import Prompts
 
 CRITERIA = ("grounded", "helpful", "correct")
 SCORE = {"enum": [1, 2, 3, 4, 5]}
@@ -41,16 +42,15 @@ def parse_judgement(text: str) -> Judgement:
 
 
 class Judge:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, teacher: Teacher, prompts: Prompts, business: str) -> None:
+        self.teacher, self.prompts, self.business = teacher, prompts, business
 
     async def judge(self, conversation: list[Message], chunk: str, attempt: int) -> Judgement:
-        engine = self.engine
         shown = [m for m in conversation if m["role"] != "system"]
-        messages = engine.messages("judge", conversation=shown, chunk=chunk)
+        messages = self.prompts.messages("judge", business=self.business, conversation=shown, chunk=chunk)
         key = stable_hash("judge", messages, attempt)
-        sampling = engine.sampling(key, MAX_TOKENS, json_schema=JUDGE_SCHEMA)
-        completion = await engine.ask("judge", messages, sampling)
+        sampling = self.teacher.sampling(key, MAX_TOKENS, json_schema=JUDGE_SCHEMA)
+        completion = await self.teacher.ask("judge", messages, sampling)
         return parse_judgement(completion.text)
 
     async def judge_all(
@@ -66,7 +66,7 @@ class Judge:
                 results[key] = list(await asyncio.gather(*(self.judge(conversation, chunk, a) for a in attempts)))
                 on_done()
 
-        await asyncio.gather(*(worker() for _ in range(max(1, self.engine.teacher.parallel))))
+        await asyncio.gather(*(worker() for _ in range(max(1, self.teacher.parallel))))
         return results
 
 

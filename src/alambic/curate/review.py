@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from alambic.dataset import latest_curate_run, latest_synth_run, reviews
 from alambic.errors import AlambicError
 from alambic.hashing import stable_hash
 from alambic.store import Item, Ledger
-from alambic.store.datasets import latest_curate_run, latest_synth_run, reviews, selection
 
 FORMATS = ("jsonl", "parquet", "csv")
 COLUMNS = ("id", "recipe", "split", "status", "reason", "question", "answer", "messages")
@@ -27,7 +27,7 @@ def dataset_rows(ledger: Ledger, include_rejected: bool = True) -> Iterator[dict
             if verdict.run_id == curate_run.id:
                 verdicts[verdict.payload["item"]] = verdict.reason or "rejected"
     reviewed = reviews(ledger)
-    for chosen in selection(ledger, synth_run):
+    for chosen in ledger.selection(synth_run.id):
         item = ledger.item(chosen.key)
         assert item is not None
         messages = item.payload["messages"]

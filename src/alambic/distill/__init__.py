@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from alambic.config import DistillSection
-from alambic.distill.batches import Example, encode
+from alambic.dataset import latest_synth_run, split_items
 from alambic.distill.fetch_logprobs import FETCH_TOP_K, fetch_missing, fetched_key
 from alambic.distill.on_policy import OnPolicy
 from alambic.distill.parallel import Parallel
@@ -27,9 +27,10 @@ from alambic.hashing import dir_bytes, dir_sha256, file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_NAME, embedded_hf_dir
 from alambic.models.hf import load_tokenizer
 from alambic.project import Project
+from alambic.results import DistillResult
+from alambic.scoring.batches import Example, encode
 from alambic.stage import StageReport
 from alambic.store import Artifact, Item, Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 
 STAGE = "distill"
 
@@ -87,7 +88,7 @@ def run(project: Project, console: Console) -> StageReport:
     run_id = f"distill-{stable_hash(config_hash, dataset.id)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, dataset.id)
     if run.state == "done":
-        return StageReport(STAGE, run_id, True, run.summary)
+        return StageReport(STAGE, run_id, True, run.result(DistillResult))
 
     warnings: list[str] = []
 
@@ -118,25 +119,25 @@ def run(project: Project, console: Console) -> StageReport:
         raise AlambicError(f"distill: stopped at step {result.losses[-1][0]}; run again to resume")
 
     weights = trainer.weights() if parallel.processes > 1 else None
-    summary = {
+    summary = DistillResult(
         **init_info,
         **teacher_info,
-        "method": settings.method,
-        "adapter": settings.adapter,
-        "examples": len(examples),
-        "steps": result.steps,
-        "resumed_from_step": result.resumed_from if trainer_resumes else 0,
-        "losses": result.losses,
-        "on_policy_steps": sum(on_policy.applies(step) for step in range(result.steps)) if on_policy else 0,
-        "train_tokens": result.tokens,
-        "tokens_per_second": round(result.tokens_per_second, 1),
-        "bf16": trainer.bf16,
-        "processes": parallel.processes,
-        "dataset": dataset.id,
-        "init_dir": str(init_dir),
-        "student_dir": str(student_dir),
-        "warnings": warnings,
-    }
+        method=settings.method,
+        adapter=settings.adapter,
+        examples=len(examples),
+        steps=result.steps,
+        resumed_from_step=result.resumed_from if trainer_resumes else 0,
+        losses=result.losses,
+        on_policy_steps=sum(on_policy.applies(step) for step in range(result.steps)) if on_policy else 0,
+        train_tokens=result.tokens,
+        tokens_per_second=round(result.tokens_per_second, 1),
+        bf16=trainer.bf16,
+        processes=parallel.processes,
+        dataset=dataset.id,
+        init_dir=str(init_dir),
+        student_dir=str(student_dir),
+        warnings=warnings,
+    )
     if not parallel.is_main:  # the main process saves and records the student
         return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
     shutil.rmtree(student_dir, ignore_errors=True)
@@ -272,14 +273,17 @@ def _trainable_student(init_dir: Path, settings: DistillSection) -> tuple[Any, A
 
 
 def with_lora(model: Any, settings: DistillSection) -> Any:
-    """The model with LoRA adapters on every attention and MLP projection, the base frozen."""
+    """The model with LoRA adapters on every attention and MLP projection, the base frozen. The projections are
+    found in the model's decoder layers, whatever the family calls them."""
     from peft import LoraConfig, get_peft_model
+
+    from alambic.distill.student import lora_targets
 
     lora = LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=lora_targets(model),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)

@@ -20,7 +20,7 @@ from alambic.config import TeacherSection
 from alambic.distill.api_logprobs import TokenBytes
 from alambic.errors import AlambicError
 from alambic.hashing import stable_hash
-from alambic.models import open_teacher, teacher_id
+from alambic.models import ChatModel, open_teacher, teacher_id
 from alambic.stage import progress_bar
 from alambic.store import Item, Ledger
 from alambic.store.ledger import StoredResponse
@@ -108,7 +108,7 @@ async def _fetch(
     tokenizer: Any,
     teacher: TeacherSection,
     k: int,
-    client: Any,
+    client: ChatModel,
     advance: Callable[[], None],
 ) -> None:
     vocab = TokenBytes(tokenizer)
@@ -117,11 +117,11 @@ async def _fetch(
         full, near, content = conversation_text(tokenizer, item)
         answer = await client.aprompt_logprobs(full, k)
         # An answer the server tokenises otherwise is stored with no rows: it trains on CE, and is counted.
-        entries = answer_entries(answer["logprobs"], content, vocab, near) or []
-        stored = StoredResponse("", "length", int(answer["prompt_tokens"]), 1, answer["endpoint"])
+        entries = answer_entries(answer.rows, content, vocab, near) or []
+        stored = StoredResponse("", "length", int(answer.prompt_tokens), 1, answer.endpoint)
         request = {"prompt": full, "echo": True, "logprobs": k, "item": item.key}
         key = fetched_key(teacher, item, k)
-        ledger.put_response(key, teacher.model, RECIPE, request, stored, answer["seconds"], entries)
+        ledger.put_response(key, teacher.model, RECIPE, request, stored, answer.seconds, entries)
         advance()
 
     try:

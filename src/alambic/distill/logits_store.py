@@ -43,7 +43,7 @@ import math
 import os
 import shutil
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -475,24 +475,6 @@ class LogitsStore:
 
     def __getitem__(self, item: str | int) -> TopK:
         return self.get(item)
-
-    def __reduce__(self) -> tuple[type[LogitsStore], tuple[Path]]:
-        return LogitsStore, (self.path,)  # DataLoader workers reopen the memory map instead of copying it
-
-    def batch(self, items: Iterable[str | int], length: int | None = None) -> TopK:
-        """Examples padded (or cut) to ``length`` rows (default: the longest): ``[B, length, k]``.
-
-        Padding rows hold ids 0..k-1, each with log-prob −log k: a valid distribution, to be masked by the labels.
-        """
-        examples = [self.get(item) for item in items]
-        width = length if length is not None else max((len(e.ids) for e in examples), default=0)
-        ids = torch.arange(self.k).expand(len(examples), width, self.k).clone()
-        logprobs = torch.full((len(examples), width, self.k), -math.log(self.k))
-        for row, example in enumerate(examples):
-            n = min(width, len(example.ids))
-            ids[row, :n] = example.ids[:n]
-            logprobs[row, :n] = example.logprobs[:n]
-        return TopK(ids, logprobs)
 
     def bytes_per_token(self) -> float:
         """All the store's files on disk, divided by the number of tokens."""

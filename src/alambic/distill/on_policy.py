@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from alambic.config import DistillSection
-from alambic.distill.batches import Example
-from alambic.distill.losses import IGNORE_INDEX
 from alambic.distill.teachers import DenseTeacher, HFTeacher
+from alambic.scoring.batches import Example
+from alambic.scoring.losses import IGNORE_INDEX
 
 ON_POLICY_STREAM = 7_919  # keeps these draws apart from the data order's
 

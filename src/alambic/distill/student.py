@@ -4,6 +4,9 @@ The layers kept are either evenly spaced, or the most important ones on the proj
 importance is its Block Influence (ShortGPT, Men et al. 2024; also used by Minitron's depth pruning):
 1 - the mean cosine similarity between the hidden state entering the layer and the one leaving it, over the
 tokens of the training examples. A layer that barely changes its input can go.
+
+Nothing here is tied to one family: the decoder layers are found from the model's own structure, as are the
+projections LoRA adapts, so Llama, Qwen2 and Gemma 3 bases are handled alike.
 """
 
 from __future__ import annotations
@@ -14,7 +17,69 @@ from typing import Any
 
 import torch
 
-from alambic.distill.batches import Example, make_batch
+from alambic.errors import AlambicError
+from alambic.scoring import unwrapped
+from alambic.scoring.batches import Example, make_batch
+
+# Config lists with one entry per decoder layer (Gemma 3's sliding/full attention pattern, SmolLM3's NoPE layers):
+# they must follow the layers kept, or a reloaded student would give a layer another one's attention.
+PER_LAYER_SETTINGS = ("layer_types", "no_rope_layers")
+
+
+def text_config(model: Any) -> Any:
+    """The config that counts the decoder layers (a multimodal model keeps it under text_config)."""
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def decoder_body(model: Any) -> Any:
+    """The transformer body (hidden states out), without the output layer where the model says which it is."""
+    base = unwrapped(model)
+    return base.get_decoder() if hasattr(base, "get_decoder") else base
+
+
+def unsupported(model: Any) -> AlambicError:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None) or type(model).__name__
+    return AlambicError(
+        f"distill.base: the {model_type} architecture is not supported for pruning/LoRA (no stack of decoder "
+        f"layers found in {type(model).__name__}); use a Llama, Qwen2 or Gemma 3 model, or prune_layers = null "
+        'with adapter = "full"'
+    )
+
+
+def decoder_stack(model: Any) -> tuple[torch.nn.Module, str]:
+    """The module that holds the decoder layers, and the name of its ModuleList of them: the first ModuleList
+    as long as the config's layer count, in the decoder body, else anywhere in the model."""
+    base = unwrapped(model)
+    count = getattr(text_config(base), "num_hidden_layers", None) if hasattr(base, "config") else None
+    for root in (decoder_body(base), base) if count else ():
+        for path, module in root.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+                parent, _, name = path.rpartition(".")
+                return root.get_submodule(parent), name
+    raise unsupported(base)
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    owner, name = decoder_stack(model)
+    return getattr(owner, name)
+
+
+def lora_targets(model: Any) -> list[str]:
+    """The names of the linear projections inside the decoder layers (attention and MLP), in model order; the
+    embeddings and the output layer sit outside those layers, so they are never adapted."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2 style projections, which peft also adapts
+
+    names = [
+        path.rpartition(".")[2]
+        for layer in decoder_layers(model)
+        for path, module in layer.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D)
+    ]
+    if not names:
+        raise unsupported(unwrapped(model))
+    return list(dict.fromkeys(names))
 
 
 def evenly_spaced_layers(total: int, keep: int) -> list[int]:
@@ -35,7 +100,7 @@ def most_important_layers(importance: Sequence[float], keep: int) -> list[int]:
 @torch.no_grad()
 def block_importance(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8) -> list[float]:
     """Per decoder layer: 1 - mean cosine(input, output) over the real tokens of `examples` (fp32, deterministic)."""
-    layers = model.model.layers
+    layers = decoder_layers(model)
     similarity = torch.zeros(len(layers), dtype=torch.float64)
     seen = 0
     real: dict[str, torch.Tensor] = {}  # the current batch's non-padding positions
@@ -58,7 +123,7 @@ def block_importance(model: Any, examples: Sequence[Example], pad_id: int, batch
             batch = make_batch(examples[start : start + batch_size], pad_id, packing=False, capacity=0)
             assert batch.attention_mask is not None
             real["mask"] = batch.attention_mask.bool()
-            model.model(**batch.model_inputs())
+            decoder_body(model)(**batch.model_inputs())
             seen += int(real["mask"].sum())
     finally:
         for handle in handles:
@@ -68,15 +133,25 @@ def block_importance(model: Any, examples: Sequence[Example], pad_id: int, batch
 
 def prune_layers(model: Any, keep: list[int]) -> Any:
     """Keep only these decoder layers, renumbered so that the KV cache indexes them correctly."""
-    layers = model.model.layers
-    model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
-    for new_index, layer in enumerate(model.model.layers):
-        layer.self_attn.layer_idx = new_index
-    config = model.config
-    if getattr(config, "layer_types", None):
-        config.layer_types = [config.layer_types[i] for i in keep]
+    owner, name = decoder_stack(model)
+    kept = torch.nn.ModuleList([getattr(owner, name)[i] for i in keep])
+    setattr(owner, name, kept)
+    for new_index, layer in enumerate(kept):
+        renumber(layer, new_index)
+    config = text_config(unwrapped(model))
+    for setting in PER_LAYER_SETTINGS:
+        if values := getattr(config, setting, None):
+            setattr(config, setting, [values[i] for i in keep])
     config.num_hidden_layers = len(keep)
     return model
+
+
+def renumber(layer: torch.nn.Module, index: int) -> None:
+    """Every module of the layer that keeps its index (the attention, to find its KV cache slot; in some
+    architectures the layer itself)."""
+    for module in layer.modules():
+        if isinstance(getattr(module, "layer_idx", None), int):
+            module.layer_idx = index
 
 
 def build_student(
@@ -91,7 +166,7 @@ def build_student(
     from alambic.models.hf import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(base_dir)
-    total = model.config.num_hidden_layers
+    total = text_config(model).num_hidden_layers
     info: dict[str, Any] = {"base_layers": total, "prune_strategy": strategy}
     if not layers or layers >= total:
         keep = list(range(total))
@@ -103,7 +178,8 @@ def build_student(
         info["layer_importance"] = [round(score, 6) for score in importance]
     else:
         keep = evenly_spaced_layers(total, layers)
-    prune_layers(model, keep)
+    if keep != list(range(total)):  # so that a base alambic cannot prune still trains whole
+        prune_layers(model, keep)
     model.save_pretrained(out_dir, safe_serialization=True)
     load_tokenizer(base_dir).save_pretrained(out_dir)
     return {**info, "kept_layers": keep, "parameters": sum(p.numel() for p in model.parameters())}

@@ -10,18 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alambic.distill.batches import Batch, Example, make_batch
 from alambic.distill.logits_store import LogitsStore, TopK, top_k_logprobs
-from alambic.distill.losses import Head, Tail, TopKTeacher
 from alambic.errors import AlambicError
+from alambic.scoring import decoder_and_head
+from alambic.scoring.batches import Batch, Example, make_batch
+from alambic.scoring.losses import Head, Tail, TopKTeacher
 
 Warn = Callable[[str], None]
-
-
-def decoder_and_head(model: Any) -> tuple[Any, Head]:
-    """The transformer body (hidden states out) and the output layer of a causal LM, PEFT-wrapped or not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder(), base.get_output_embeddings()
 
 
 def logits_width(model: Any) -> int:
@@ -103,18 +98,25 @@ class GGUFTeacher:
     """A GGUF teacher through llama.cpp, which keeps the logits of every position it evaluates."""
 
     def __init__(self, path: Path, n_ctx: int) -> None:
+        import llama_cpp
+
         from alambic.models.llamacpp import load_llama
 
+        self.path = path
         self.llama = load_llama(path, n_ctx, logits_all=True)
-        model = self.llama._model
-        self.vocab = {model.token_get_text(i): i for i in range(self.llama.n_vocab())}
+        vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+        texts = (llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8") for i in range(self.llama.n_vocab()))
+        self.vocab = {text: i for i, text in enumerate(texts)}
         self.width = self.llama.n_vocab()
 
     def top_k(self, examples: Sequence[Example], k: int, width: int, pad_id: int, capacity: int) -> list[TopK]:
+        from alambic.models.llamacpp import llama_cpp_failures
+
         result = []
         for example in examples:
             self.llama.reset()
-            self.llama.eval(example.input_ids)
+            with llama_cpp_failures(f"{self.path}: llama.cpp could not score an example"):
+                self.llama.eval(example.input_ids)
             start = example.answer_start
             rows = np.asarray(self.llama.scores[start : start + len(example.answer_ids), :width])
             result.append(top_k_logprobs(torch.from_numpy(rows.copy()), k))

@@ -18,13 +18,13 @@ from rich.console import Console
 
 from alambic.config import DistillSection
 from alambic.distill.api_logprobs import MISSING, MappingCounts, Missing, TokenBytes, as_top_k, map_answer
-from alambic.distill.batches import Example, encode
 from alambic.distill.logits_store import IncompleteStoreError, LogitsStore, LogitsStoreWriter
 from alambic.distill.teachers import GGUFTeacher, HFTeacher, shared_width
 from alambic.distill.train import use_bf16
 from alambic.errors import AlambicError
 from alambic.hashing import dir_bytes, dir_sha256, file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_NAME, embedded_hf_dir
+from alambic.scoring.batches import Example, encode
 from alambic.stage import progress_bar
 from alambic.store import Artifact, Item, Ledger
 

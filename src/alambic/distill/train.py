@@ -20,15 +20,14 @@ from rich.progress import TextColumn
 from torch import Tensor
 
 from alambic.config import DistillSection
-from alambic.distill.batches import Batch, Example, encode, labelled_tokens, make_batch
-from alambic.distill.losses import IGNORE_INDEX, DistillationLoss, TopKTeacher, distillation_loss
 from alambic.distill.on_policy import OnPolicy
 from alambic.distill.parallel import Parallel
-from alambic.distill.teachers import TeacherSignal, decoder_and_head
+from alambic.distill.teachers import TeacherSignal
 from alambic.errors import AlambicError
+from alambic.scoring import decoder_and_head
+from alambic.scoring.batches import Batch, Example, labelled_tokens, make_batch
+from alambic.scoring.losses import IGNORE_INDEX, DistillationLoss, TopKTeacher, distillation_loss
 from alambic.stage import progress_bar
-
-__all__ = ["IGNORE_INDEX", "Example", "TrainResult", "Trainer", "batch_loss", "encode", "mean_loss", "use_bf16"]
 
 
 @dataclass
@@ -120,20 +119,6 @@ def _on(signal: Tensor | TopKTeacher, device: torch.device) -> Tensor | TopKTeac
     if isinstance(signal, TopKTeacher):
         return TopKTeacher(signal.ids.to(device), signal.logprobs.to(device), signal.tail)
     return signal.to(device)
-
-
-@torch.no_grad()
-def mean_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int = 8) -> float:
-    """Token-weighted cross-entropy over the labelled tokens."""
-    model.eval()
-    total = 0.0
-    decoder, head = decoder_and_head(model)
-    device = next(model.parameters()).device
-    for start in range(0, len(examples), batch_size):
-        batch = make_batch(examples[start : start + batch_size], pad_id, packing=False, capacity=0).to(device)
-        hidden = decoder(**batch.model_inputs()).last_hidden_state
-        total += float(distillation_loss(hidden, batch.labels, None, kd_ratio=0.0, num_tokens=1, student_head=head).ce)
-    return total / max(labelled_tokens(examples), 1)
 
 
 class Trainer:

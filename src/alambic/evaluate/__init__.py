@@ -9,22 +9,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 
 from alambic.config import TeacherSection
-from alambic.distill.losses import IGNORE_INDEX
+from alambic.dataset import latest_synth_run, split_items
 from alambic.errors import AlambicError
-from alambic.evaluate.metrics import Embedder, token_f1
+from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
 from alambic.hashing import stable_hash
-from alambic.models import ChatModel, Completion, Message, Sampling, open_teacher, teacher_id
+from alambic.models import Completion, Message, Sampling, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
+from alambic.models.embeddings import Embedder
 from alambic.models.hf import HFChat
+from alambic.models.teacher import Teacher
 from alambic.project import Project
+from alambic.results import DistillResult, EvalResult, ModelScore
+from alambic.scoring import mean_kl, mean_loss
+from alambic.scoring.batches import encode
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
-from alambic.store.datasets import latest_synth_run, split_items
 from alambic.store.ledger import Run
 
 STAGE = "evaluate"
@@ -49,17 +52,18 @@ def run(project: Project, console: Console) -> StageReport:
     heldout = heldout[: config.evaluate.max_questions]
     if not heldout:
         raise AlambicError("evaluate: no held-out items; raise synth.heldout_fraction or add documents")
+    distilled = distill_run.result(DistillResult)
     compared = compared_runs(ledger, distill_run)
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
     inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout])
     run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
-        return StageReport(STAGE, run_id, True, run.summary)
+        return StageReport(STAGE, run_id, True, run.result(EvalResult))
 
     teacher_dir = local_teacher_dir(config.teacher, project.root)
     contestants = [
-        Contestant("base", "base (untrained)", False, Path(distill_run.summary["init_dir"])),
+        Contestant("base", "base (untrained)", False, Path(distilled.init_dir)),
         *(student_contestant(r, latest=r.id == distill_run.id, several=len(compared) > 1) for r in compared),
         Contestant("teacher", "teacher", False, None),
         Contestant("teacher+chunk", "teacher + chunk", True, None),
@@ -92,7 +96,8 @@ def run(project: Project, console: Console) -> StageReport:
         remote = [c for c in contestants if c.model_dir is None]
         teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in remote]
         if any(a.todo for a in teacher_answers):
-            asyncio.run(_answer_with_teacher(open_teacher(config.teacher, project.root), teacher_answers, sampling))
+            teacher = Teacher.open(config.teacher, project.root, ledger)
+            asyncio.run(_answer_with_teacher(teacher, teacher_answers, sampling))
         for contestant, pending in zip(remote, teacher_answers, strict=True):
             answers[contestant.role] = pending.result()
 
@@ -105,16 +110,16 @@ def run(project: Project, console: Console) -> StageReport:
         seconds = sum(a.payload["seconds"] for a in answers[contestant.role])
         cosines = embedder.cosine(texts, references)
         rows.append(
-            {
-                "role": contestant.role,
-                "label": contestant.label,
-                "f1": sum(map(token_f1, texts, references)) / len(texts),
-                "cosine": sum(cosines) / len(cosines),
-                "heldout_loss": losses.get(contestant.role),
-                "kl_to_teacher": kls.get(contestant.role),
-                "tokens_per_second": tokens / seconds if seconds else 0.0,
-                "size": sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
-            }
+            ModelScore(
+                role=contestant.role,
+                label=contestant.label,
+                f1=sum(map(token_f1, texts, references)) / len(texts),
+                cosine=sum(cosines) / len(cosines),
+                heldout_loss=losses.get(contestant.role),
+                kl_to_teacher=kls.get(contestant.role),
+                tokens_per_second=tokens / seconds if seconds else 0.0,
+                size=sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
+            )
         )
     examples = [
         {
@@ -125,14 +130,14 @@ def run(project: Project, console: Console) -> StageReport:
         for i, item in enumerate(heldout)
     ]
     report_path = project.root / "report.html"
-    summary = {
-        "questions": len(heldout),
-        "models": rows,
-        "report": str(report_path),
-        "distill_run": distill_run.id,
-        "compared_runs": {r.summary.get("method", "sft"): r.id for r in compared},
-    }
-    write_report(report_path, project.config.project.name, summary, distill_run.summary, examples)
+    result = EvalResult(
+        questions=len(heldout),
+        models=rows,
+        report=str(report_path),
+        distill_run=distill_run.id,
+        compared_runs={r.result(DistillResult).method: r.id for r in compared},
+    )
+    write_report(report_path, project.config.project.name, result, distilled, examples)
     ledger.add_artifact(
         Artifact(
             f"report-{run_id}",
@@ -146,8 +151,8 @@ def run(project: Project, console: Console) -> StageReport:
         ),
         parents=[f"student-{distill_run.id}", *(item.key for item in heldout)],
     )
-    ledger.finish_run(run_id, summary)
-    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+    ledger.finish_run(run_id, result)
+    return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
 METHODS = ("sft", "kd", "sparse", "gkd")
@@ -156,19 +161,20 @@ METHODS = ("sft", "kd", "sparse", "gkd")
 def compared_runs(ledger: Ledger, latest: Run) -> list[Run]:
     """The latest finished distill run of each method trained on the same dataset as the latest run."""
     by_method: dict[str, Run] = {}
+    dataset = latest.result(DistillResult).dataset
     for run in ledger.runs():
-        if run.stage == "distill" and run.state == "done" and run.summary["dataset"] == latest.summary["dataset"]:
-            by_method[run.summary.get("method", "sft")] = run
-    by_method[latest.summary.get("method", "sft")] = latest
+        if run.stage == "distill" and run.state == "done" and (result := run.result(DistillResult)).dataset == dataset:
+            by_method[result.method] = run
+    by_method[latest.result(DistillResult).method] = latest
     return [by_method[method] for method in METHODS if method in by_method]
 
 
 def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
     """The latest run's student is "student" (the one release ships); others are named by method."""
-    method = run.summary.get("method", "sft")
-    role = "student" if latest else f"student-{method}"
-    label = f"student ({method})" if several else "student"
-    return Contestant(role, label, False, Path(run.summary["student_dir"]))
+    result = run.result(DistillResult)
+    role = "student" if latest else f"student-{result.method}"
+    label = f"student ({result.method})" if several else "student"
+    return Contestant(role, label, False, Path(result.student_dir))
 
 
 def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | None:
@@ -180,27 +186,13 @@ def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | Non
     return path if section.backend == "hf" and (path / "config.json").is_file() else None
 
 
-@torch.inference_mode()
 def kl_to_teacher(student: HFChat, teacher: HFChat, heldout: list[Item]) -> float | None:
     """Mean forward KL(teacher ‖ student) per answer token of the held-out references (None if the
     tokenizers differ, since then token distributions cannot be compared)."""
-    from alambic.distill.batches import encode
-
     if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
         return None
-    total, tokens = 0.0, 0
-    for item in heldout:
-        example = encode(student.tokenizer, item.payload["messages"], 1024)
-        ids = torch.tensor([example.input_ids])
-        rows = torch.tensor([label != IGNORE_INDEX for label in example.shifted_labels()])
-        student_logits = student.model(input_ids=ids).logits[0, rows].float()
-        teacher_logits = teacher.model(input_ids=ids).logits[0, rows].float()
-        vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
-        student_log = torch.log_softmax(student_logits[:, :vocab], -1)
-        teacher_log = torch.log_softmax(teacher_logits[:, :vocab], -1)
-        total += float((teacher_log.exp() * (teacher_log - student_log)).sum())
-        tokens += int(rows.sum())
-    return total / tokens if tokens else None
+    examples = [encode(student.tokenizer, item.payload["messages"], 1024) for item in heldout]
+    return mean_kl(student.model, teacher.model, examples)
 
 
 class _Answers:
@@ -245,9 +237,9 @@ def _answer_locally(answers: _Answers, model: HFChat, sampling: Sampling) -> lis
     return answers.result()
 
 
-async def _answer_with_teacher(teacher: ChatModel, all_answers: list[_Answers], sampling: Sampling) -> None:
+async def _answer_with_teacher(teacher: Teacher, all_answers: list[_Answers], sampling: Sampling) -> None:
     async def answer(answers: _Answers, key: str, item: Item) -> None:
-        completion = await teacher.achat(answers.prompt(item), sampling)
+        completion = await teacher.ask(STAGE, answers.prompt(item), sampling)
         answers.store(key, item, completion, completion.seconds)
 
     try:
@@ -257,9 +249,6 @@ async def _answer_with_teacher(teacher: ChatModel, all_answers: list[_Answers], 
 
 
 def _heldout_loss(model: Any, tokenizer: Any, heldout: list[Item]) -> float:
-    from alambic.distill.batches import encode
-    from alambic.distill.train import mean_loss
-
     examples = [encode(tokenizer, item.payload["messages"], 1024) for item in heldout]
     return mean_loss(model, examples, tokenizer.pad_token_id)
 

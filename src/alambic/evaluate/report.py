@@ -10,6 +10,8 @@ from typing import Any
 
 import jinja2
 
+from alambic.results import DistillResult, EvalResult
+
 # Answers longer than this show their first words, the rest behind a "more" control.
 FOLD_CHARACTERS = 280
 
@@ -47,8 +49,8 @@ def fold(text: str, limit: int = FOLD_CHARACTERS) -> tuple[str, str]:
 def write_report(
     path: Path,
     project_name: str,
-    summary: dict[str, Any],
-    training: dict[str, Any],
+    summary: EvalResult,
+    training: DistillResult,
     examples: list[dict[str, Any]],
 ) -> None:
     environment = jinja2.Environment(
@@ -62,7 +64,7 @@ def write_report(
         summary=summary,
         training=training,
         examples=examples,
-        loss_png=loss_plot_png([(int(step), float(loss)) for step, loss in training["losses"]]),
+        loss_png=loss_plot_png(training.losses),
     )
     partial = path.with_suffix(".html.partial")
     partial.write_text(html, encoding="utf-8")

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
+from alambic.errors import AlambicError
+
 
 class Message(TypedDict):
     role: str
@@ -35,6 +37,17 @@ class Completion:
     logprobs: list[dict[str, Any]] | None = None
 
 
+@dataclass
+class PromptLogprobs:
+    """A model's log-prob of every token of a text it was given, as an OpenAI completions `echo` returns them:
+    rows {"tokens", "token_logprobs", "top_logprobs", "text_offset"}."""
+
+    rows: dict[str, Any]
+    endpoint: str
+    seconds: float
+    prompt_tokens: int
+
+
 class ChatModel(Protocol):
     """A model that answers chat messages. `parallel` is how many calls it serves at once."""
 
@@ -42,6 +55,10 @@ class ChatModel(Protocol):
     parallel: int
 
     async def achat(self, messages: list[Message], sampling: Sampling) -> Completion: ...
+
+    async def aprompt_logprobs(self, text: str, top_k: int) -> PromptLogprobs:
+        """Scores `text` itself: each token's log-prob, with its `top_k` most likely alternatives."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -60,6 +77,9 @@ class LocalChat(ABC):
 
     async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
         return self.chat(messages, sampling)
+
+    async def aprompt_logprobs(self, text: str, top_k: int) -> PromptLogprobs:
+        raise AlambicError(f"{self.name}: this backend does not score prompts; serve the teacher over its API")
 
     async def aclose(self) -> None:
         """Free native resources where the backend holds any (llama.cpp does)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import tempfile
@@ -22,8 +23,35 @@ from alambic.models.base import Completion, LocalChat, Message, Sampling
 
 
 @contextlib.contextmanager
-def native_stderr_captured() -> Iterator[list[str]]:
-    """Capture what llama.cpp's C code prints to stderr; the caller may show it if something fails."""
+def llama_log_captured() -> Iterator[list[str]]:
+    """Record llama.cpp's log instead of printing it; the caller may show it if something fails.
+
+    The log never reaches file descriptor 2 while llama-cpp-python loads a model (it points stderr at
+    /dev/null), and its own callback files llama.cpp's errors under an older level numbering, as debug: so
+    every level is recorded here, through llama.cpp's public log hook.
+    """
+    import llama_cpp
+
+    chunks: list[str] = []
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def record(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        chunks.append(text.decode("utf-8", "replace"))
+
+    previous, user_data = llama_cpp.llama_log_callback(), ctypes.c_void_p()
+    llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(user_data))
+    llama_cpp.llama_log_set(record, user_data)
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(previous, user_data)
+        lines.extend("".join(chunks).splitlines())
+
+
+@contextlib.contextmanager
+def stderr_fd_captured() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 itself."""
     lines: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
@@ -38,13 +66,44 @@ def native_stderr_captured() -> Iterator[list[str]]:
             lines.extend(capture.read().decode("utf-8", "replace").splitlines())
 
 
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Capture what llama.cpp prints to stderr, then what it logs; the caller may show it if something fails."""
+    lines: list[str] = []
+    printed: list[str] = []
+    logged: list[str] = []
+    try:
+        with llama_log_captured() as logged, stderr_fd_captured() as printed:
+            yield lines
+    finally:
+        lines.extend(printed + logged)
+
+
+def llama_cpp_said(lines: list[str], count: int = 3) -> str:
+    """The last lines llama.cpp wrote, as the end of a one-line error; empty if it wrote nothing."""
+    said = [line.strip() for line in lines if line.strip()][-count:]
+    return f" — llama.cpp said: {' | '.join(said)}" if said else ""
+
+
+@contextlib.contextmanager
+def llama_cpp_failures(what: str) -> Iterator[None]:
+    """Keep llama.cpp quiet during a call; if the call fails, an AlambicError with what llama.cpp logged."""
+    log: list[str] = []
+    try:
+        with llama_log_captured() as log:
+            yield
+    except (RuntimeError, ValueError) as exc:
+        raise AlambicError(f"{what} ({exc}){llama_cpp_said(log)}") from exc
+
+
 def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama:
     if not path.is_file():
         raise AlambicError(f"{path}: GGUF file does not exist")
     from llama_cpp import Llama
 
+    log: list[str] = []
     try:
-        with native_stderr_captured():
+        with native_stderr_captured() as log:
             return Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
@@ -52,8 +111,8 @@ def load_llama(path: Path, n_ctx: int = 2048, logits_all: bool = False) -> Llama
                 n_threads=os.cpu_count() or 1,
                 verbose=False,
             )
-    except ValueError as exc:
-        raise AlambicError(f"{path}: llama.cpp cannot load this GGUF ({exc})") from exc
+    except (RuntimeError, ValueError) as exc:
+        raise AlambicError(f"{path}: llama.cpp cannot load this GGUF ({exc}){llama_cpp_said(log)}") from exc
 
 
 def plain_floats(value: Any) -> Any:
@@ -77,19 +136,20 @@ class LlamaCppChat(LocalChat):
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
         with self._lock:
             began = time.monotonic()
-            response: Any = self._llama.create_chat_completion(
-                messages=cast(Any, messages),
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens,
-                seed=sampling.seed,
-                stop=list(sampling.stop) or None,
-                response_format=(
-                    {"type": "json_object", "schema": sampling.json_schema} if sampling.json_schema else None
-                ),
-                logprobs=bool(sampling.top_logprobs) or None,
-                top_logprobs=sampling.top_logprobs or None,
-            )
+            with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
+                response: Any = self._llama.create_chat_completion(
+                    messages=cast(Any, messages),
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    seed=sampling.seed,
+                    stop=list(sampling.stop) or None,
+                    response_format=(
+                        {"type": "json_object", "schema": sampling.json_schema} if sampling.json_schema else None
+                    ),
+                    logprobs=bool(sampling.top_logprobs) or None,
+                    top_logprobs=sampling.top_logprobs or None,
+                )
             seconds = time.monotonic() - began
         choice, usage = response["choices"][0], response["usage"]
         return Completion(

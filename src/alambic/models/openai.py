@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from alambic.errors import AlambicError
-from alambic.models.base import Completion, Message, Sampling
+from alambic.models.base import Completion, Message, PromptLogprobs, Sampling
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # httpcore scans its whole pool on every request; several small pools keep that scan short at high concurrency.
@@ -233,10 +233,9 @@ class OpenAIChat:
     async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
         return await self._request("/chat/completions", self._body(messages, sampling), _read_chat)
 
-    async def aprompt_logprobs(self, text: str, top_k: int) -> dict[str, Any]:
+    async def aprompt_logprobs(self, text: str, top_k: int) -> PromptLogprobs:
         """The teacher's log-prob of every token of `text`, with its `top_k` alternatives, from the completions
-        endpoint with `echo` (vLLM, llama.cpp): {"logprobs": {tokens, token_logprobs, top_logprobs, text_offset},
-        "endpoint", "seconds", "prompt_tokens"}."""
+        endpoint with `echo` (vLLM, llama.cpp)."""
         body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True}
         return await self._request("/completions", {**body, **self.extra_body, "logprobs": top_k}, _read_echo)
 
@@ -324,9 +323,9 @@ def _read_chat(data: dict[str, Any], body: dict[str, Any], url: str, seconds: fl
     )
 
 
-def _read_echo(data: dict[str, Any], body: dict[str, Any], url: str, seconds: float) -> dict[str, Any]:
+def _read_echo(data: dict[str, Any], body: dict[str, Any], url: str, seconds: float) -> PromptLogprobs:
     logprobs = data["choices"][0]["logprobs"]
     if not isinstance(logprobs, dict) or not logprobs.get("tokens") or "text_offset" not in logprobs:
         raise ValueError("no echoed prompt log-probs")
     usage = data.get("usage") or {}
-    return {"logprobs": logprobs, "endpoint": url, "seconds": seconds, "prompt_tokens": usage.get("prompt_tokens", 0)}
+    return PromptLogprobs(logprobs, url, seconds, usage.get("prompt_tokens", 0))

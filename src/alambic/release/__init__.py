@@ -15,6 +15,7 @@ from alambic.errors import AlambicError
 from alambic.hashing import file_sha256, stable_hash
 from alambic.project import Project
 from alambic.release.gguf import convert_to_gguf, quantize
+from alambic.results import EvalResult, ReleaseResult
 from alambic.stage import StageReport
 from alambic.store import Artifact, Ledger
 
@@ -34,7 +35,7 @@ def run(project: Project, console: Console) -> StageReport:
     run_id = f"release-{stable_hash(config_hash, student.sha256)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
     if run.state == "done":
-        return StageReport(STAGE, run_id, True, run.summary)
+        return StageReport(STAGE, run_id, True, run.result(ReleaseResult))
 
     out_dir = project.state_dir / "releases" / run_id
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -54,11 +55,11 @@ def run(project: Project, console: Console) -> StageReport:
     if "f16" not in settings.gguf:
         f16.unlink()
     manifest = _manifest(ledger, run_id, name, out_dir, distill_run.id, student)
-    summary = {
-        "dir": str(out_dir),
-        "files": manifest["files"],
-        "gguf": {q: str(gguf_dir / f) for f, q in files.items()},
-    }
+    result = ReleaseResult(
+        dir=str(out_dir),
+        files=manifest["files"],
+        gguf={q: str(gguf_dir / f) for f, q in files.items()},
+    )
     ledger.add_artifact(
         Artifact(
             f"release-{run_id}",
@@ -72,8 +73,8 @@ def run(project: Project, console: Console) -> StageReport:
         ),
         parents=[student.id],
     )
-    ledger.finish_run(run_id, summary)
-    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+    ledger.finish_run(run_id, result)
+    return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
 def with_default_system_prompt(template: str, system_prompt: str) -> str:
@@ -114,7 +115,8 @@ def _manifest(
     ]
     ancestors = ledger.ancestors(student.id)
     documents = sorted(key for key in ancestors if (item := ledger.item(key)) and item.kind == "document")
-    evaluation = ledger.latest_done("evaluate")
+    latest_evaluation = ledger.latest_done("evaluate")
+    evaluation = latest_evaluation.result(EvalResult) if latest_evaluation else None
     manifest = {
         "name": name,
         "release": run_id,
@@ -127,8 +129,8 @@ def _manifest(
             "documents": documents,
         },
         "evaluation": (
-            evaluation.summary["models"]
-            if evaluation and evaluation.summary.get("distill_run") == distill_run_id
+            [row.model_dump(mode="json") for row in evaluation.models]
+            if evaluation and evaluation.distill_run == distill_run_id
             else None
         ),
     }

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from alambic.errors import AlambicError
 from alambic.project import Project
+from alambic.results import ReleaseResult
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -18,7 +19,7 @@ def released_gguf(project: Project, quant: str) -> Path:
     release = project.ledger.latest_done("release")
     if release is None:
         raise AlambicError("no finished release in this project; run `alambic release` first")
-    paths = release.summary["gguf"]
+    paths = release.result(ReleaseResult).gguf
     if quant not in paths:
         raise AlambicError(f"serve.quant: the release has no {quant} GGUF (it has {', '.join(sorted(paths))})")
     path = Path(paths[quant])

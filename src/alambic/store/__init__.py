@@ -1,3 +1,3 @@
-from alambic.store.ledger import Artifact, Item, Ledger, Run
+from alambic.store.ledger import Artifact, Item, Ledger, Run, Selected
 
-__all__ = ["Artifact", "Item", "Ledger", "Run"]
+__all__ = ["Artifact", "Item", "Ledger", "Run", "Selected"]

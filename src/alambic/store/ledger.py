@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
 from alambic.errors import AlambicError
 
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -94,6 +97,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "the items a run selected (synth: its dataset), in order, with their split",
+        """
+        CREATE TABLE selections (
+            run_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            split TEXT NOT NULL,
+            PRIMARY KEY (run_id, position)
+        );
+        CREATE TABLE unrecorded_selections (run_id TEXT PRIMARY KEY);
+        INSERT INTO unrecorded_selections SELECT id FROM runs WHERE state = 'done';
+        """,
+    ),
 ]
 
 
@@ -111,6 +129,26 @@ class Run:
     @property
     def finished_or_started(self) -> float:
         return self.finished_at or self.started_at
+
+    def result(self, model: type[R]) -> R:
+        """The run's summary as the stage's typed result."""
+        try:
+            return model.model_validate(self.summary)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise AlambicError(
+                f"run {self.id}: its summary is not a {model.__name__} ({where}: {first['msg']})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Selected:
+    """An item a run selected, and the split it belongs to."""
+
+    key: str
+    kind: str
+    split: str
 
 
 @dataclass
@@ -132,6 +170,7 @@ class StoredResponse:
     prompt_tokens: int
     completion_tokens: int
     endpoint: str
+    seconds: float = 0.0  # how long the teacher took to answer
 
 
 @dataclass
@@ -209,12 +248,43 @@ class Ledger:
         assert run is not None
         return run
 
-    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute(
+    def finish_run(self, run_id: str, result: BaseModel, selected: Sequence[Selected] = ()) -> None:
+        """Mark the run done with its result, and what it selected, in one transaction."""
+        rows = [(run_id, position, s.key, s.kind, s.split) for position, s in enumerate(selected)]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM selections WHERE run_id = ?", (run_id,))
+            db.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute(
                 "UPDATE runs SET state = 'done', finished_at = ?, summary = ? WHERE id = ?",
-                (time.time(), json.dumps(summary, ensure_ascii=False), run_id),
+                (time.time(), result.model_dump_json(), run_id),
             )
+
+        with self._lock:
+            transaction(self._db, write)
+
+    def unrecorded_selections(self) -> list[Run]:
+        """The runs an older alambic finished before runs recorded what they selected."""
+        rows = self._db.execute(
+            "SELECT runs.* FROM runs JOIN unrecorded_selections ON runs.id = unrecorded_selections.run_id"
+        )
+        return [_run(row) for row in rows]
+
+    def put_selection(self, run_id: str, selected: Sequence[Selected]) -> None:
+        """Record what a run an older alambic finished had selected."""
+        rows = [(run_id, position, s.key, s.kind, s.split) for position, s in enumerate(selected)]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute("DELETE FROM unrecorded_selections WHERE run_id = ?", (run_id,))
+
+        with self._lock:
+            transaction(self._db, write)
+
+    def selection(self, run_id: str) -> list[Selected]:
+        """What the run selected, in order."""
+        rows = self._db.execute("SELECT key, kind, split FROM selections WHERE run_id = ? ORDER BY position", (run_id,))
+        return [Selected(*row) for row in rows]
 
     def fail_run(self, run_id: str, reason: str) -> None:
         with self._lock:
@@ -259,7 +329,8 @@ class Ledger:
     # teacher responses ----------------------------------------------------------
     def response(self, key: str) -> StoredResponse | None:
         row = self._db.execute(
-            "SELECT text, finish_reason, prompt_tokens, completion_tokens, endpoint FROM responses WHERE key = ?",
+            "SELECT text, finish_reason, prompt_tokens, completion_tokens, endpoint, seconds "
+            "FROM responses WHERE key = ?",
             (key,),
         ).fetchone()
         return StoredResponse(*row) if row else None
@@ -283,11 +354,6 @@ class Ledger:
         """The teacher's per-token logprobs of a stored response, if they were asked for."""
         row = self._db.execute("SELECT data FROM logprobs WHERE key = ?", (key,)).fetchone()
         return json.loads(zlib.decompress(row[0])) if row else None
-
-    def requests(self) -> Iterator[dict[str, Any]]:
-        """Every request whose response was paid for, as sent (messages and sampling)."""
-        for (request,) in self._db.execute("SELECT request FROM responses ORDER BY created_at"):
-            yield json.loads(request)
 
     def usage(self) -> list[tuple[str, str, int, int, int]]:
         """(endpoint, recipe, requests, prompt tokens, completion tokens) of every paid teacher response."""
@@ -361,9 +427,6 @@ class Ledger:
 
     def lineage_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM lineage").fetchone()[0])
-
-    def integrity_ok(self) -> bool:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def _run(row: tuple) -> Run:

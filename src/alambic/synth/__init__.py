@@ -16,12 +16,12 @@ from alambic.errors import AlambicError
 from alambic.hashing import files_sha256, stable_hash
 from alambic.models import open_teacher, teacher_id
 from alambic.project import Project
+from alambic.prompts import Prompts
+from alambic.results import RecipeResult, SynthResult
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Item, Ledger
-from alambic.store.datasets import recipe_selection
 from alambic.synth.chunking import chunk_document
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
-from alambic.synth.prompts import Prompts
 from alambic.synth.recipes import (
     Dialogue,
     EvolInstruct,
@@ -36,6 +36,7 @@ from alambic.synth.recipes import (
 )
 from alambic.synth.recipes.imports import KIND as IMPORT_KIND
 from alambic.synth.recipes.imports import import_logs
+from alambic.synth.selection import dataset_selection, recipe_selection
 
 
 def document_chunks(project: Project) -> list[KeyedChunk]:
@@ -108,7 +109,7 @@ def run(project: Project, console: Console) -> StageReport:
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
-        return StageReport(STAGE, run_id, True, run.summary)
+        return StageReport(STAGE, run_id, True, run.result(SynthResult))
 
     system_prompt = config.project.resolved_system_prompt()
     paths = config.synth.import_paths
@@ -127,9 +128,9 @@ def run(project: Project, console: Console) -> StageReport:
             f"synth: {total} teacher requests failed for good (most often {reason}, {count}x); "
             "run again to retry them, finished items are kept"
         )
-    summary = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths))
-    ledger.finish_run(run_id, summary)
-    return StageReport(STAGE, run_id, False, summary, time.monotonic() - started)
+    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths))
+    ledger.finish_run(run_id, result, dataset_selection(ledger, result))
+    return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
 def _synthesise_locally(
@@ -203,36 +204,36 @@ def _summarise(
     imported: dict[str, int],
     import_fingerprint: str,
     files: int,
-) -> dict:
-    recipes: dict[str, dict[str, Any]] = {}
+) -> SynthResult:
+    recipes: dict[str, RecipeResult] = {}
     counts: Counter[str] = Counter()
     for chosen in fills:
         recipe = chosen.recipe
         rows = recipe_selection(ledger, recipe.kind, recipe.fingerprint, chosen.issued, chosen.target)
         recipe_splits = Counter(splits.get(chunk, "train") if chunk else "train" for _, _, chunk in rows)
         counts.update(recipe_splits)
-        recipes[recipe.name] = {
-            "kind": recipe.kind,
-            "fingerprint": recipe.fingerprint,
-            "groups": chosen.issued,
-            "target": chosen.target,
-            "accepted": chosen.accepted,
-            "selected": len(rows),
-            "train": recipe_splits["train"],
-            "heldout": recipe_splits["heldout"],
-        }
+        recipes[recipe.name] = RecipeResult(
+            kind=recipe.kind,
+            fingerprint=recipe.fingerprint,
+            groups=chosen.issued,
+            target=chosen.target,
+            accepted=chosen.accepted,
+            selected=len(rows),
+            train=recipe_splits["train"],
+            heldout=recipe_splits["heldout"],
+        )
     if imported["ok"] or imported["rejected"]:
         counts["train"] += imported["ok"]
-        recipes["import"] = {
-            "kind": IMPORT_KIND,
-            "fingerprint": import_fingerprint,
-            "groups": files,
-            "target": imported["ok"],
-            "accepted": imported["ok"],
-            "selected": imported["ok"],
-            "train": imported["ok"],
-            "heldout": 0,
-        }
+        recipes["import"] = RecipeResult(
+            kind=IMPORT_KIND,
+            fingerprint=import_fingerprint,
+            groups=files,
+            target=imported["ok"],
+            accepted=imported["ok"],
+            selected=imported["ok"],
+            train=imported["ok"],
+            heldout=0,
+        )
     rejected: Counter[str] = Counter()
     tokens = [0, 0]
     for item in ledger.items(STAGE):
@@ -243,12 +244,12 @@ def _summarise(
         tokens[1] += usage[1]
         if item.status == "rejected":
             rejected[(item.reason or "unknown").split(":")[0]] += 1
-    return {
-        "chunks": len(splits),
-        "splits": splits,
-        "recipes": recipes,
-        "train_items": counts["train"],
-        "heldout_items": counts["heldout"],
-        "rejected": dict(rejected),
-        "teacher_tokens": {"prompt": tokens[0], "completion": tokens[1]},
-    }
+    return SynthResult(
+        chunks=len(splits),
+        splits=splits,
+        recipes=recipes,
+        train_items=counts["train"],
+        heldout_items=counts["heldout"],
+        rejected=dict(rejected),
+        teacher_tokens={"prompt": tokens[0], "completion": tokens[1]},
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from alambic.text import normalise
 
 QUESTION_MARKS = ("?", "؟", "？")
 # A list item's marker: bullets, "1." "1)" "(1)" "#1" "1 -", "Q1:" "Question 1:", Arabic "سؤال 1:".
@@ -26,24 +27,6 @@ PROMPT_LEAK = re.compile(
     r"\bthis passage\b|\b(?:the|this) reference text\b|\b(?:factual|fictional|how-to) questions?\b", re.I
 )
 TEMPLATE_LEAK = re.compile(r"<\|[a-z_]+\|>|^(?:user|assistant|system)\s*:", re.IGNORECASE | re.MULTILINE)
-
-
-def normalise(text: str) -> str:
-    """Canonical form for duplicate keys: NFKC, case-folded, no punctuation, single spaces."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(" " if unicodedata.category(ch).startswith(("P", "S")) else ch for ch in text)
-    return " ".join(text.split())
-
-
-REFUSAL = re.compile(
-    r"\b(?:i\s*(?:can(?:'|no)?t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
-    r"\s+(?:help|assist|provide|do|share|comply|support|give|write|create|answer)"
-    r"|(?:i'm|i am) (?:sorry|afraid),? but i (?:can(?:'|no)?t|cannot|won't|will not)"
-    r"|not (?:able|allowed|permitted) to (?:help|assist|share|provide)"
-    r"|je ne peux pas|no puedo|ich kann (?:ihnen )?(?:dabei )?nicht)"
-    r"|لا (?:أستطيع|يمكنني|أقدر على)|لن أتمكن من|لا يسعني",
-    re.IGNORECASE,
-)
 
 
 def clean_item(text: str) -> str:
@@ -91,11 +74,6 @@ def parse_lines(raw: str, limit: int, questions_only: bool) -> list[str]:
         if len(lines) == limit:
             break
     return lines
-
-
-def is_refusal(text: str) -> bool:
-    """True if the text declines to help (in English, Arabic, French, Spanish or German)."""
-    return REFUSAL.search(text) is not None
 
 
 def answer_problem(question: str, answer: str, finish_reason: str, min_words: int) -> str | None:

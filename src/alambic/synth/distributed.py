@@ -26,11 +26,11 @@ from alambic.config import Config, ScaleSection, TeacherSection
 from alambic.errors import AlambicError
 from alambic.models import Completion, Message, Sampling, open_teacher
 from alambic.project import Project
+from alambic.prompts import Prompts
 from alambic.stage import progress_bar
 from alambic.store import Item, Ledger
 from alambic.store.ledger import StoredResponse, connect, transaction
 from alambic.synth.engine import Engine, KeyedChunk
-from alambic.synth.prompts import Prompts
 from alambic.synth.recipes import EvolInstruct, Fill, Recipe
 
 Source = tuple[str, str, KeyedChunk | None]  # evol-instruct's (item key, question, chunk)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from alambic.synth.recipes.base import Recipe
 from alambic.synth.recipes.dialogue import Dialogue
 from alambic.synth.recipes.qa import EvolInstruct, GroundedQA, SelfInstruct
-from alambic.synth.recipes.voice import PersonaVoice, Safety
+from alambic.synth.recipes.safety import Safety
+from alambic.synth.recipes.voice import PersonaVoice
 
 __all__ = ["Dialogue", "EvolInstruct", "Fill", "GroundedQA", "PersonaVoice", "Recipe", "Safety", "SelfInstruct"]
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from alambic.guard.refusal import is_refusal
 from alambic.hashing import stable_hash
 from alambic.models import Message
 from alambic.store import Item
-from alambic.synth.curation import answer_problem, clean_item, is_refusal, parse_lines
+from alambic.synth.curation import answer_problem, clean_item, parse_lines
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
 
 
@@ -27,7 +28,7 @@ class Recipe(ABC):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.version = engine.prompts.version(*self.prompt_names)
-        self.fingerprint = stable_hash(self.name, self.version, engine.teacher_key, self.settings_key())[:16]
+        self.fingerprint = stable_hash(self.name, self.version, engine.teacher.key, self.settings_key())[:16]
 
     def settings_key(self) -> Any:
         s = self.engine.settings
@@ -76,13 +77,14 @@ class Recipe(ABC):
         engine = self.engine
         values = {"question": question, "chunk": chunk.chunk.text if chunk else "", **(values or {})}
         messages = engine.messages(prompt, **values)
-        sampling = engine.sampling(key, engine.settings.max_answer_tokens, top_logprobs=engine.settings.logprobs)
+        settings = engine.settings
+        sampling = engine.teacher.sampling(key, settings.max_answer_tokens, top_logprobs=settings.logprobs)
         base = {"recipe": self.name, "fingerprint": self.fingerprint, "order": order, "question": question}
         if chunk is not None:
-            base.update(chunk=chunk.key, doc=chunk.chunk.doc, citation={"doc": chunk.chunk.doc, "chunk": chunk.key})
+            base.update(chunk=chunk.key, doc=chunk.chunk.doc)
         base.update(extra or {})
         try:
-            completion = await engine.ask(self.name, messages, sampling)
+            completion = await engine.teacher.ask(self.name, messages, sampling)
         except Exception as exc:
             await engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, parents)
             return 0
@@ -97,9 +99,9 @@ class Recipe(ABC):
             **base,
             "answer": answer,
             "messages": conversation(system, [user_turn, answer]),
-            "teacher": engine.teacher_key,
+            "teacher": engine.teacher.key,
             "teacher_messages": messages,
-            "response": engine.response_key(messages, sampling),
+            "response": engine.teacher.response_key(messages, sampling),
             "usage": [completion.prompt_tokens, completion.completion_tokens],
         }
         status = "ok" if reason is None else "rejected"
@@ -114,7 +116,7 @@ class Recipe(ABC):
         count = values["count"]
         messages = engine.messages(prompt, **values)
         try:
-            completion = await engine.ask(self.name, messages, engine.sampling(key, 48 * count))
+            completion = await engine.teacher.ask(self.name, messages, engine.teacher.sampling(key, 48 * count))
         except Exception as exc:
             await engine.fail(key, kind, exc, {"lines": [], **values}, parents)
             return []
@@ -138,7 +140,8 @@ class Recipe(ABC):
         engine = self.engine
         messages = engine.messages(prompt, **values)
         try:
-            completion = await engine.ask(self.name, messages, engine.sampling(key, engine.settings.max_answer_tokens))
+            sampling = engine.teacher.sampling(key, engine.settings.max_answer_tokens)
+            completion = await engine.teacher.ask(self.name, messages, sampling)
         except Exception as exc:
             await engine.fail(key, kind, exc, {"text": ""}, parents)
             return None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from alambic.guard.refusal import is_refusal
 from alambic.store import Item
-from alambic.synth.curation import answer_problem, is_refusal
+from alambic.synth.curation import answer_problem
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
 from alambic.synth.recipes.base import Recipe, conversation
 
@@ -35,29 +36,29 @@ DIALOGUE_SCHEMA: dict[str, Any] = {
 }
 
 
-def dialogue_problem(raw: str, finish_reason: str, min_words: int) -> tuple[list[str], str, str | None]:
-    """The turns and outcome of a dialogue the teacher wrote as JSON, and why it is unusable (or None)."""
+def dialogue_problem(raw: str, finish_reason: str, min_words: int) -> tuple[list[str], str | None]:
+    """The turns of a dialogue the teacher wrote as JSON, and why it is unusable (or None)."""
     if finish_reason == "length":
-        return [], "", "truncated_answer"
+        return [], "truncated_answer"
     try:
         data = json.loads(raw)
         turns = [(turn["speaker"], str(turn["text"]).strip()) for turn in data["turns"]]
         outcome = str(data["outcome"])
     except (ValueError, KeyError, TypeError):
-        return [], "", "malformed_json"
+        return [], "malformed_json"
     speakers = [speaker for speaker, _ in turns]
     expected = ["customer", "assistant"] * (len(turns) // 2)
     if len(turns) < 4 or speakers != expected:
-        return [], outcome, "turns_out_of_order"
+        return [], "turns_out_of_order"
     if outcome not in ("resolved", "handoff"):
-        return [], outcome, "unknown_outcome"
+        return [], "unknown_outcome"
     texts = [text for _, text in turns]
     for customer, reply in zip(texts[::2], texts[1::2], strict=True):
         if problem := answer_problem(customer, reply, "stop", min_words):
-            return texts, outcome, problem
+            return texts, problem
         if is_refusal(reply):
-            return texts, outcome, "refusal"
-    return texts, outcome, None
+            return texts, "refusal"
+    return texts, None
 
 
 class Dialogue(Recipe):
@@ -80,7 +81,7 @@ class Dialogue(Recipe):
             return int(stored.status == "ok")
         engine = self.engine
         messages = engine.messages("dialogue", chunk=chunk.chunk.text, persona=persona)
-        sampling = engine.sampling(key, engine.settings.dialogue_max_tokens, json_schema=DIALOGUE_SCHEMA)
+        sampling = engine.teacher.sampling(key, engine.settings.dialogue_max_tokens, json_schema=DIALOGUE_SCHEMA)
         base = {
             "recipe": self.name,
             "fingerprint": self.fingerprint,
@@ -90,19 +91,18 @@ class Dialogue(Recipe):
             "persona": persona,
         }
         try:
-            completion = await engine.ask(self.name, messages, sampling)
+            completion = await engine.teacher.ask(self.name, messages, sampling)
         except Exception as exc:
             await engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, [chunk.key])
             return 0
-        texts, outcome, reason = dialogue_problem(completion.text, completion.finish_reason, 2)
+        texts, reason = dialogue_problem(completion.text, completion.finish_reason, 2)
         payload = {
             **base,
             "raw": completion.text,
-            "outcome": outcome,
             "messages": conversation(engine.system_prompt, texts) if texts else [],
             "question": texts[0] if texts else "",
             "answer": texts[-1] if texts else "",
-            "teacher": engine.teacher_key,
+            "teacher": engine.teacher.key,
             "usage": [completion.prompt_tokens, completion.completion_tokens],
         }
         status = "ok" if reason is None else "rejected"

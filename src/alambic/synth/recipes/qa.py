@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from alambic.synth.curation import normalise
 from alambic.synth.engine import Engine, KeyedChunk
 from alambic.synth.recipes.base import Recipe
+from alambic.text import normalise
 
 QUESTION_KINDS = (
     "a factual question",

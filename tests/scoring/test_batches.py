@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from alambic.config import DistillSection
-from alambic.distill.batches import Batch, Example, encode, labelled_tokens, make_batch, pack
 from alambic.distill.student import prune_layers
 from alambic.distill.teachers import DenseTeacher, HFTeacher
 from alambic.distill.train import Trainer, batch_loss
 from alambic.models.hf import load_causal_lm, load_tokenizer
+from alambic.scoring.batches import Batch, Example, encode, labelled_tokens, make_batch, pack
 
 SYSTEM = {"role": "system", "content": "You are the support assistant of a coffee roastery."}
 TURNS = [

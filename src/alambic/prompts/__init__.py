@@ -1,4 +1,5 @@
-"""Prompts are Jinja files in the package; a project overrides any of them in its prompts/ folder."""
+"""Prompts are Jinja files in this folder; a project overrides any of them in its own prompts/ folder. Every
+stage that asks the teacher (synth's recipes, curate's judge) renders them through `Prompts`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 import jinja2
 
 from alambic.hashing import stable_hash
+from alambic.models.base import Message
 
 
 class Prompts:
     def __init__(self, project_root: Path) -> None:
         self._loader = jinja2.ChoiceLoader(
-            [jinja2.FileSystemLoader(project_root / "prompts"), jinja2.PackageLoader("alambic.synth", "prompts")]
+            [jinja2.FileSystemLoader(project_root / "prompts"), jinja2.FileSystemLoader(Path(__file__).parent)]
         )
         self._env = jinja2.Environment(
             loader=self._loader,
@@ -23,6 +25,13 @@ class Prompts:
 
     def render(self, name: str, **values: object) -> str:
         return self._env.get_template(f"{name}.j2").render(**values).strip()
+
+    def messages(self, prompt: str, **values: object) -> list[Message]:
+        """The system and user messages of a prompt pair `<prompt>.system.j2` and `<prompt>.user.j2`."""
+        return [
+            {"role": "system", "content": self.render(f"{prompt}.system", **values)},
+            {"role": "user", "content": self.render(f"{prompt}.user", **values)},
+        ]
 
     def fingerprint(self) -> str:
         """Changes whenever any template, packaged or the project's, changes."""

@@ -63,8 +63,8 @@ class TopKTeacher:
     """A sparse teacher: its top-k token ids and their log-probs, per row. The maths is in `sparse_generalised_jsd`.
 
     ``ids [..., k]`` are integers, distinct within a row. ``logprobs [..., k]`` are log-probs at temperature 1 over
-    the full vocabulary, as a ``top_logprobs`` API or `alambic.distill.logits_store` gives them. From a store,
-    whose row t has the same alignment as the logits: ``TopKTeacher(*store.batch(keys, length=T), tail="uniform")``.
+    the full vocabulary, as a ``top_logprobs`` API or `alambic.distill.logits_store` gives them (a store's row t
+    has the same alignment as the logits).
     """
 
     ids: Tensor

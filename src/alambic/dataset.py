@@ -1,21 +1,12 @@
-"""The dataset of a synth run, read back from the ledger: each recipe's selected items, split by source
-chunk, less what curation or a human reviewer rejected, with reviewers' edits applied."""
+"""The dataset every stage after synth reads: the items the synth run selected, in their split, less what
+curation or a human reviewer rejected, with reviewers' edits applied."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from alambic.errors import AlambicError
 from alambic.store.ledger import Item, Ledger, Run
-
-
-@dataclass(frozen=True)
-class Selected:
-    key: str
-    kind: str
-    split: str
 
 
 def latest_synth_run(ledger: Ledger) -> Run:
@@ -23,31 +14,6 @@ def latest_synth_run(ledger: Ledger) -> Run:
     if run is None:
         raise AlambicError("no finished synth run in this project; run `alambic synth` first")
     return run
-
-
-def recipe_selection(ledger: Ledger, kind: str, fingerprint: str, groups: int, target: int) -> list[tuple]:
-    """(order, key, chunk) of the first `target` accepted items of a recipe, in group order.
-
-    Only keys and small fields are held, so this stays small however large the items are.
-    """
-    chosen = []
-    for item in ledger.items("synth", kind, "ok"):
-        payload = item.payload
-        if payload.get("fingerprint") != fingerprint:
-            continue
-        if payload["order"][0] < groups:
-            chosen.append((tuple(payload["order"]), item.key, payload.get("chunk")))
-    chosen.sort()
-    return chosen[:target]
-
-
-def selection(ledger: Ledger, synth_run: Run) -> Iterator[Selected]:
-    """Every item the synth run selected, with its split (items of held-out chunks are held out)."""
-    splits: dict[str, str] = synth_run.summary["splits"]
-    for recipe in synth_run.summary["recipes"].values():
-        rows = recipe_selection(ledger, recipe["kind"], recipe["fingerprint"], recipe["groups"], recipe["target"])
-        for _, key, chunk in rows:
-            yield Selected(key, recipe["kind"], splits.get(chunk, "train") if chunk else "train")
 
 
 def latest_curate_run(ledger: Ledger, synth_run: Run) -> Run | None:
@@ -78,7 +44,7 @@ def split_items(ledger: Ledger, synth_run: Run, curated: bool = True) -> dict[st
     dropped = rejected_by_curation(ledger, curate_run)
     reviewed = reviews(ledger) if curated else {}
     result: dict[str, list[Item]] = {"train": [], "heldout": []}
-    for chosen in selection(ledger, synth_run):
+    for chosen in ledger.selection(synth_run.id):
         review = reviewed.get(chosen.key)
         if review is not None and review["action"] == "reject":
             continue

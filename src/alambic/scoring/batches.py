@@ -1,6 +1,6 @@
 """Training examples as token ids with answer labels, and micro-batches of them, packed or padded.
 
-Labels in a `Batch` are already shifted, in the convention of `alambic.distill.losses`: row t of the logits
+Labels in a `Batch` are already shifted, in the convention of `alambic.scoring.losses`: row t of the logits
 predicts token t + 1, so it carries that token's label. The shift is done per example, before packing, so the
 last row of one example never gets the first token of the next as its target.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from alambic.distill.losses import IGNORE_INDEX
 from alambic.models.base import Message
+from alambic.scoring.losses import IGNORE_INDEX
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alambic.distill.losses import (
+from alambic.scoring.losses import (
     TopKTeacher,
     distillation_loss,
     generalised_jsd,

@@ -1,0 +1,1 @@
+"""What keeps the teacher's data, the student and the served agent safe, used by every stage that needs it."""

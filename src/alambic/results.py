@@ -1,0 +1,112 @@
+"""What each stage hands the next: one typed result per stage, stored as its run's summary in the ledger and
+read back with `Run.result(<Result>)`. A stage reads another's output only through these models, so a renamed
+or missing field fails where the result is written or read, never deep inside the next stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StageResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecipeResult(StageResult):
+    kind: str
+    fingerprint: str
+    groups: int  # how many groups of requests were issued
+    target: int
+    accepted: int
+    selected: int
+    train: int
+    heldout: int
+
+
+class SynthResult(StageResult):
+    chunks: int
+    splits: dict[str, str]  # chunk key -> "train" or "heldout"
+    recipes: dict[str, RecipeResult]
+    train_items: int
+    heldout_items: int
+    rejected: dict[str, int]
+    teacher_tokens: dict[str, int]
+
+
+class JudgeResult(StageResult):
+    enabled: bool
+    judged: int = 0
+    mean_score: float | None = None
+    self_agreement: dict[str, Any] = {}
+    applied: bool = False
+
+
+class CurateResult(StageResult):
+    synth_run: str
+    items: int
+    kept: int
+    rejected: dict[str, int]
+    judge: JudgeResult
+
+
+class DistillResult(StageResult):
+    """The student and how it was made. What the teacher's signal adds (its store, its warnings' counts)
+    depends on the method, and is kept beside these fields as extra keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str = "sft"
+    adapter: str
+    base: str
+    base_layers: int
+    kept_layers: list[int]
+    prune_strategy: str
+    parameters: int
+    layer_importance: list[float] | None = None
+    examples: int
+    steps: int
+    resumed_from_step: int = 0
+    losses: list[tuple[int, float]]
+    on_policy_steps: int = 0
+    train_tokens: int
+    tokens_per_second: float
+    bf16: bool
+    processes: int = 1
+    dataset: str  # the dataset artifact the student was trained on
+    init_dir: str  # the pruned, untrained student: the "base" that evaluate compares with
+    student_dir: str
+    warnings: list[str] = []
+
+
+class ModelScore(StageResult):
+    role: str
+    label: str
+    f1: float
+    cosine: float
+    heldout_loss: float | None
+    kl_to_teacher: float | None = None
+    tokens_per_second: float
+    size: str
+
+
+class EvalResult(StageResult):
+    questions: int
+    models: list[ModelScore]
+    report: str
+    distill_run: str
+    compared_runs: dict[str, str]  # method -> distill run
+
+
+class ReleasedFile(StageResult):
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+class ReleaseResult(StageResult):
+    dir: str
+    files: list[ReleasedFile]
+    gguf: dict[str, str]  # quantisation -> file
