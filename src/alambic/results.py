@@ -99,8 +99,6 @@ class EvalResult(StageResult):
 
 
 class ReleasedFile(StageResult):
-    model_config = ConfigDict(extra="allow")
-
     path: str
     bytes: int
     sha256: str

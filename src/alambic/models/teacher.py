@@ -37,10 +37,8 @@ class Teacher:
         self.writer = writer or GroupCommitWriter(ledger.path)
 
     @classmethod
-    def open(
-        cls, section: TeacherSection, project_root: Path, ledger: Ledger, temperature: float = 0.0, **options: Any
-    ) -> Teacher:
-        return cls(open_teacher(section, project_root, **options), teacher_id(section), ledger, temperature)
+    def open(cls, section: TeacherSection, project_root: Path, ledger: Ledger, temperature: float = 0.0) -> Teacher:
+        return cls(open_teacher(section, project_root), teacher_id(section), ledger, temperature)
 
     @property
     def parallel(self) -> int:
