@@ -293,6 +293,27 @@ def teacher_serve(
 
 
 @app.command()
+def docs(
+    project: ProjectOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List the documents under docs/: converter, pages or sheets, chunks, warnings, and whether synth has them."""
+    from alambic.reporting import documents_data, documents_table
+
+    with user_errors():
+        project_obj = _open_project(project, None)
+        try:
+            with console.status("reading documents (a new or changed file is converted once, then kept)"):
+                rows = documents_data(project_obj)
+        finally:
+            project_obj.close()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    else:
+        output.print(documents_table(rows))
+
+
+@app.command()
 def status(
     project: ProjectOption = Path("."),
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,

@@ -88,3 +88,21 @@ def same_language(question: str, answer: str) -> bool | None:
     if answered is not None and asked_scores.get(answered, 0.0) < RULED_OUT:
         return False
     return None
+
+
+@functools.cache
+def _raw_identifier() -> LanguageIdentifier:
+    """The same model without normalisation: its scores are log-likelihoods, comparable between texts."""
+    from py3langid.langid import LanguageIdentifier
+
+    model = _identifier()
+    return LanguageIdentifier(
+        model.nb_ptc, model.nb_pc, model.nb_classes, model.tk_nextmove, model.tk_output, tk_row=model.tk_row
+    )
+
+
+def log_likelihood(text: str, language: str) -> float:
+    """How likely `text` is as `language` (ISO 639-1) under the model: higher is likelier. Only differences
+    between texts of about the same length mean anything, e.g. a line against the same line reversed."""
+    varieties = {language} | {label for label, code in _ISO_639_1.items() if code == language}
+    return max(score for label, score in _raw_identifier().rank(" ".join(text.split())) if label in varieties)

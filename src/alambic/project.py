@@ -10,19 +10,12 @@ from importlib import resources
 from pathlib import Path
 
 from alambic.config import Config, load_config
+from alambic.documents import Document, read_documents
 from alambic.errors import AlambicError
 from alambic.store import Ledger
 
 CONFIG_FILE = "alambic.toml"
 STATE_DIR = ".alambic"
-DOC_SUFFIXES = {".md", ".txt", ".rst", ".markdown"}
-
-
-@dataclass
-class Document:
-    path: Path
-    relpath: str
-    text: str
 
 
 @dataclass
@@ -55,30 +48,9 @@ class Project:
         return self.root / self.config.project.docs
 
     def documents(self) -> list[Document]:
-        """Every text document under docs/, in a stable order. Rejects what is not UTF-8 text."""
-        docs_dir = self.docs_dir
-        if not docs_dir.is_dir():
-            raise AlambicError(f"{docs_dir}: documents folder is missing")
-        documents = []
-        for path in sorted(p for p in docs_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            relpath = path.relative_to(docs_dir).as_posix()
-            if path.suffix.lower() not in DOC_SUFFIXES:
-                raise AlambicError(
-                    f"{path}: unsupported document type {path.suffix or '(none)'}; "
-                    f"use {', '.join(sorted(DOC_SUFFIXES))}"
-                )
-            data = path.read_bytes()
-            if b"\x00" in data:
-                raise AlambicError(f"{path}: binary file, not a text document")
-            try:
-                text = data.decode("utf-8").removeprefix("\ufeff")
-            except UnicodeDecodeError as exc:
-                raise AlambicError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
-            if text.strip():
-                documents.append(Document(path, relpath, text))
-        if not documents:
-            raise AlambicError(f"{docs_dir}: no documents (add .md or .txt files)")
-        return documents
+        """Every document under docs/, converted (conversions are kept under .alambic/converted/), in a stable
+        order; the first that cannot be read stops it with a one-line error naming the file."""
+        return read_documents(self.docs_dir, self.state_dir / "converted")
 
     def close(self) -> None:
         if "ledger" in self.__dict__:

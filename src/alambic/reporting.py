@@ -188,3 +188,47 @@ def dataset_table(rows: list[dict[str, Any]], total: int) -> Table:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def documents_data(project: Project) -> list[dict[str, Any]]:
+    """What `alambic docs` shows: each document as converted and chunked now, and whether synth has recorded it."""
+    rows = []
+    for document in project.documents():
+        chunks = document.chunks(project.config.synth.chunk_chars)
+        recorded = project.ledger.item(document.key) is not None
+        rows.append(
+            {
+                "file": document.relpath,
+                "converter": document.converter,
+                "pages": len(document.pages),
+                "unit": document.unit,
+                "sheets": sorted({c.headings[0] for c in chunks if c.headings}) if document.spreadsheet else [],
+                "chars": len(document.text),
+                "chunks": len(chunks),
+                "ingested": recorded,
+                "warnings": list(document.warnings),
+            }
+        )
+    return rows
+
+
+def documents_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"documents ({len(rows)})", title_justify="left")
+    for column in ("file", "converter", "pages", "chars", "chunks", "ingested", "warnings"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("chars", "chunks") else "left")
+    for row in rows:
+        if row["pages"]:
+            pages = f"{row['pages']} {row['unit']}s"
+        else:
+            pages = f"{len(row['sheets'])} sheets" if row["sheets"] else "-"
+        ingested = "yes" if row["ingested"] else "[yellow]not yet[/] (run synth)"
+        table.add_row(
+            escape(row["file"]),
+            row["converter"],
+            pages,
+            str(row["chars"]),
+            str(row["chunks"]),
+            ingested,
+            "[yellow]" + escape("; ".join(row["warnings"])) + "[/]" if row["warnings"] else "",
+        )
+    return table

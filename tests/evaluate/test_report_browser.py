@@ -56,10 +56,16 @@ def render(path: Path) -> None:
     examples = [
         {
             "question": "When do you roast?",
+            "source": "warranty-terms.pdf, page 2",
             "reference": LONG,
             "answers": dict(zip(labels, [UNBROKEN, LONG, "Tue."], strict=True)),
         },
-        {"question": "هل تشحنون إلى مصر؟", "reference": ARABIC, "answers": dict.fromkeys(labels, ARABIC)},
+        {
+            "question": "هل تشحنون إلى مصر؟",
+            "source": "arabic-customers.pdf, page 3",
+            "reference": ARABIC,
+            "answers": dict.fromkeys(labels, ARABIC),
+        },
     ]
     write_report(path, "Qahwa Lane", summary, training, examples)
 
@@ -82,6 +88,8 @@ def test_the_report_fits_the_page_and_folds_long_answers(tmp_path: Path, width: 
 
             cells = page.locator("td.answer")
             assert cells.count() == 10
+            sources = page.locator("td.source").all_inner_texts()
+            assert sources == ["warranty-terms.pdf, page 2", "arabic-customers.pdf, page 3"]
             assert all(cells.nth(i).get_attribute("dir") == "auto" for i in range(cells.count()))
             arabic = page.locator("td.answer", has_text="نشحن إلى مصر").first
             assert arabic.evaluate("cell => getComputedStyle(cell).direction") == "rtl"

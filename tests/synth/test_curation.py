@@ -2,6 +2,7 @@
 
 import pytest
 
+from alambic.guard.refusal import is_refusal
 from alambic.synth.curation import answer_problem, clean_item, parse_lines
 
 # Each of these was accepted as a training question by the demo before (issue 18).
@@ -103,3 +104,29 @@ def test_an_evolved_question_is_one_question_or_none() -> None:
     assert parse_lines(restated, limit=2, questions_only=True) == ["How do you pick the beans?"]
     options = 'You can choose from the following options:\n* "How can I help them?"\n* "What can I do?"'
     assert len(parse_lines(options, limit=2, questions_only=True)) == 2  # more than one: the recipe rejects it
+
+
+def test_parse_lines_strips_markers_and_keeps_arabic_questions() -> None:
+    raw = "Here are two questions:\n1. When do you roast?\n- هل تشحنون إلى مصر؟\nQuestion 3: when do you roast?\nA: no"
+    assert parse_lines(raw, limit=5, questions_only=True) == ["When do you roast?", "هل تشحنون إلى مصر؟"]
+    assert parse_lines(raw, limit=1, questions_only=True) == ["When do you roast?"]
+
+
+def test_answer_problems_have_reasons() -> None:
+    q = "When do you roast?"
+    assert answer_problem(q, "", "stop", 3) == "empty_answer"
+    assert answer_problem(q, "<|im_start|>assistant hi there you", "stop", 3) == "malformed_answer"
+    assert answer_problem(q, "We roast every Tuesday and", "length", 3) == "truncated_answer"
+    assert answer_problem(q, "Tuesdays.", "stop", 3) == "too_short"
+    assert answer_problem(q, "When do you roast?", "stop", 1) == "echoes_question"
+    assert answer_problem(q, "We roast every Tuesday and Thursday.", "stop", 3) is None
+
+
+def test_refusals_are_told_from_handoffs_in_several_languages() -> None:
+    assert is_refusal("I'm sorry, but I can't help with that request.")
+    assert is_refusal("I cannot provide instructions for that.")
+    assert is_refusal("عذرًا، لا أستطيع المساعدة في ذلك.")
+    assert is_refusal("Je ne peux pas vous aider avec cela.")
+    assert not is_refusal("I don't know that; I can pass your question to a colleague.")
+    assert not is_refusal("We roast on Mondays and Thursdays.")
+    assert not is_refusal("لا نعرف ذلك، سأحول سؤالك إلى زميل.")

@@ -38,6 +38,13 @@ def test_synth_records_items_splits_by_chunk_and_skips_when_done(small_project: 
     arabic = [i for i in ledger.items("synth", "chunk") if i.payload["doc"] == "arabic-customers.md"]
     source = (small_project / "docs" / "arabic-customers.md").read_text(encoding="utf-8")
     assert arabic and all(i.payload["text"].split("\n\n", 1)[1] in source for i in arabic)
+    documents = {i.payload["path"]: i.payload for i in ledger.items("synth", "document")}
+    assert documents["warranty-terms.pdf"]["converter"].startswith("pdfminer.six ")
+    assert documents["warranty-terms.pdf"]["pages"] == 3 and documents["faq.md"]["converter"] == "text"
+    chunk_citations = {i.key: i.payload["citation"] for i in ledger.items("synth", "chunk")}
+    assert any(citation.startswith("warranty-terms.pdf, page ") for citation in chunk_citations.values())
+    for item in splits["train"] + splits["heldout"]:
+        assert item.payload["citation"] == chunk_citations[item.payload["chunk"]]
     before = sorted(i.key for i in ledger.items())
     ledger.close()
 

@@ -125,6 +125,7 @@ def run(project: Project, console: Console) -> StageReport:
         {
             "question": item.payload["question"],
             "reference": item.payload["answer"],
+            "source": item.payload.get("citation") or item.payload.get("doc") or "",
             "answers": {c.label: answers[c.role][i].payload["text"] for c in contestants},
         }
         for i, item in enumerate(heldout)

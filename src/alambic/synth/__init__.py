@@ -20,7 +20,6 @@ from alambic.prompts import Prompts
 from alambic.results import RecipeResult, SynthResult
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Item, Ledger
-from alambic.synth.chunking import chunk_document
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
 from alambic.synth.recipes import (
     Dialogue,
@@ -44,15 +43,29 @@ def document_chunks(project: Project) -> list[KeyedChunk]:
     ledger, settings = project.ledger, project.config.synth
     keyed: list[list[KeyedChunk]] = []
     for document in project.documents():
-        doc_key = stable_hash("document", document.relpath, document.text)
-        doc_payload = {"path": document.relpath, "chars": len(document.text)}
+        doc_key = document.key
+        doc_payload = {
+            "path": document.relpath,
+            "chars": len(document.text),
+            "converter": document.converter,
+            "pages": len(document.pages),
+            "unit": document.unit,
+            "warnings": list(document.warnings),
+        }
         batch: list[tuple[Item, list[str]]] = [(Item(doc_key, "-", STAGE, "document", "ok", doc_payload), [])]
         per_doc = []
-        for chunk in chunk_document(document.relpath, document.text, settings.chunk_chars):
+        for chunk in document.chunks(settings.chunk_chars):
             key = stable_hash("chunk", doc_key, chunk.index, chunk.text)
-            payload = {"doc": chunk.doc, "index": chunk.index, "text": chunk.text}
+            source = document.source(chunk)
+            payload = {
+                "doc": chunk.doc,
+                "index": chunk.index,
+                "text": chunk.text,
+                "source": source.model_dump(mode="json"),
+                "citation": source.citation,
+            }
             batch.append((Item(key, "-", STAGE, "chunk", "ok", payload), [doc_key]))
-            per_doc.append(KeyedChunk(key, chunk))
+            per_doc.append(KeyedChunk(key, chunk, citation=source.citation))
         ledger.put_items(batch)  # a document and its chunks in one transaction
         keyed.append(per_doc)
     # Interleave documents so that a capped run still samples every document.
@@ -96,9 +109,10 @@ def build_recipes(engine: Engine, project: Project, chunks: list[KeyedChunk], ta
 def run(project: Project, console: Console) -> StageReport:
     started = time.monotonic()
     config, ledger = project.config, project.ledger
-    chunks = document_chunks(project)
+    with console.status("reading documents (each new or changed file is converted once, then kept)"):
+        chunks = document_chunks(project)
     splits = split_chunks([c.key for c in chunks], config.synth.heldout_fraction, config.synth.seed)
-    chunks = [KeyedChunk(c.key, c.chunk, splits[c.key]) for c in chunks]
+    chunks = [KeyedChunk(c.key, c.chunk, splits[c.key], c.citation) for c in chunks]
     targets = recipe_targets(config.synth.recipes, total_target(config, len(chunks)))
     prompts = Prompts(project.root)
     config_hash = stable_hash(

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from alambic.config import Config
+from alambic.documents import Chunk
 from alambic.models import ChatModel, Message, teacher_id
 from alambic.models.teacher import Teacher
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
 from alambic.store.ledger import GroupCommitWriter, insert_items
-from alambic.synth.chunking import Chunk
 
 STAGE = "synth"
 
@@ -22,6 +22,7 @@ class KeyedChunk:
     key: str
     chunk: Chunk
     split: str = "train"
+    citation: str = ""  # where the chunk came from: "warranty.pdf, page 2", "faq.md › Returns"
 
 
 class Engine:

@@ -81,7 +81,7 @@ class Recipe(ABC):
         sampling = engine.teacher.sampling(key, settings.max_answer_tokens, top_logprobs=settings.logprobs)
         base = {"recipe": self.name, "fingerprint": self.fingerprint, "order": order, "question": question}
         if chunk is not None:
-            base.update(chunk=chunk.key, doc=chunk.chunk.doc)
+            base.update(chunk=chunk.key, doc=chunk.chunk.doc, citation=chunk.citation)
         base.update(extra or {})
         try:
             completion = await engine.teacher.ask(self.name, messages, sampling)

@@ -88,6 +88,7 @@ class Dialogue(Recipe):
             "order": [index, 0],
             "chunk": chunk.key,
             "doc": chunk.chunk.doc,
+            "citation": chunk.citation,
             "persona": persona,
         }
         try:

@@ -1,0 +1,77 @@
+"""The business's documents as every stage reads them: each file converted to Markdown by a well-kept converter,
+then cut into chunks that remember where they came from (file, page or slide, sheet, heading path, offsets).
+
+Conversions are kept in the project's state folder under the file's hash and the converter's version, so a file
+is converted once, and a converter upgrade converts again and re-chunks only the documents whose text changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from alambic.documents.chunking import Chunk, chunk_document
+from alambic.documents.convert import SPREADSHEET_SUFFIXES, SUFFIXES, convert_file, converter_id
+from alambic.documents.model import Converted, Document, PageSpan, Source
+from alambic.errors import AlambicError
+
+__all__ = ["SUFFIXES", "Chunk", "Converted", "Document", "PageSpan", "Source", "chunk_document", "read_documents"]
+
+
+def read_documents(docs_dir: Path, cache_dir: Path | None = None) -> list[Document]:
+    """Every document under docs_dir, in a stable order, converted; all or nothing: the first file that cannot be
+    read stops it with a one-line error naming the file."""
+    if not docs_dir.is_dir():
+        raise AlambicError(f"{docs_dir}: documents folder is missing")
+    documents = []
+    for path in sorted(p for p in docs_dir.rglob("*") if not p.name.startswith(".")):
+        if path.is_symlink() and not path.exists():
+            raise AlambicError(f"{path}: broken link to {path.readlink()} (the file it points to is missing)")
+        if not path.is_file():
+            continue
+        converted = _converted(path, cache_dir)
+        if converted.text.strip():
+            relpath = path.relative_to(docs_dir).as_posix()
+            spreadsheet = path.suffix.lower() in SPREADSHEET_SUFFIXES
+            documents.append(
+                Document(
+                    path,
+                    relpath,
+                    converted.text,
+                    converted.converter,
+                    converted.unit,
+                    converted.pages,
+                    converted.warnings,
+                    spreadsheet,
+                )
+            )
+        elif converted.converter != "text":
+            raise AlambicError(f"{path}: no text in it")
+    if not documents:
+        raise AlambicError(f"{docs_dir}: no documents (add .md, .txt, .pdf, .docx, .xlsx or .html files)")
+    return documents
+
+
+def _converted(path: Path, cache_dir: Path | None) -> Converted:
+    suffix = path.suffix.lower()
+    if cache_dir is None or suffix not in SUFFIXES or converter_id(suffix) == "text":
+        return convert_file(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    cached = cache_dir / f"{digest}-{converter_id(suffix).replace(' ', '-')}.json"
+    if cached.is_file():
+        stored = json.loads(cached.read_text(encoding="utf-8"))
+        return Converted(
+            stored["text"],
+            stored["converter"],
+            stored["unit"],
+            tuple(PageSpan(**page) for page in stored["pages"]),
+            tuple(stored["warnings"]),
+        )
+    converted = convert_file(path)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial")
+    partial.write_text(json.dumps(asdict(converted), ensure_ascii=False), encoding="utf-8")
+    partial.replace(cached)
+    return converted
