@@ -116,7 +116,7 @@ def test_review_file_that_does_not_exist(project: Path) -> None:
         (lambda docs: files.scanned_pdf(docs / "scan.pdf", docs.parent / "scan.png"), "scan.pdf: no text layer"),
         (lambda docs: files.encrypted_pdf(docs / "locked.pdf"), "locked.pdf: encrypted PDF"),
         (lambda docs: (docs / "terms.docx").write_bytes(b"PK\x03\x04 torn"), "terms.docx: not a valid .docx"),
-        (lambda docs: files.xlsx(docs / "sums.xlsx", formulas_only=True), "sums.xlsx: its 4 formulas have no"),
+        (lambda docs: files.xlsx(docs / "sums.xlsx", formulas_only=True), "sums.xlsx: 4 formula cell(s) and none"),
         (lambda docs: (docs / "gone.md").symlink_to(docs / "moved-away.md"), "gone.md: broken link"),
     ],
     ids=["scanned-pdf", "encrypted-pdf", "corrupt-docx", "formulas-only-xlsx", "dangling-link"],

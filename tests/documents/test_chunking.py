@@ -47,3 +47,24 @@ def test_sibling_headings_replace_each_other_without_a_title() -> None:
     )
     chunks = chunk_document("policy.md", text, max_chars=30)
     assert [c.headings for c in chunks] == [("Shipping",), ("Returns",), ("Returns", "Faulty"), ("Hours",)]
+
+
+def test_long_tables_are_cut_between_rows_and_each_piece_keeps_the_header() -> None:
+    rows = "\n".join(f"| SKU-{i} | Bag {i}. Fresh | {i} |" for i in range(300))
+    text = "## Stock\n\n| SKU | Note | Price |\n| --- | --- | --- |\n" + rows
+    chunks = chunk_document("stock.csv", text, max_chars=900)
+    assert len(chunks) > 5 and max(len(c.text) for c in chunks) <= 900
+    body_rows = []
+    for chunk in chunks:
+        lines = chunk.text.split("\n\n", 1)[1].split("\n")
+        assert lines[:2] == ["| SKU | Note | Price |", "| --- | --- | --- |"]
+        assert text[chunk.start : chunk.end] == "\n".join(lines[2:])
+        body_rows += lines[2:]
+    assert body_rows == rows.split("\n")
+
+
+def test_text_without_sentence_breaks_still_fits_the_chunk_size() -> None:
+    for text in ("word " * 5000, "咖啡豆每周二和周四烘焙。" * 300, "x" * 5000):
+        chunks = chunk_document("doc.txt", text, max_chars=900)
+        assert max(len(c.text) for c in chunks) <= 900
+        assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")

@@ -154,7 +154,7 @@ def test_visual_line_keeps_latin_runs_numbers_and_ligatures() -> None:
         (lambda folder: files.scanned_pdf(folder / "scan.pdf", folder.parent / "scan.png"), "scan.pdf: no text layer"),
         (lambda folder: files.encrypted_pdf(folder / "locked.pdf"), "locked.pdf: encrypted PDF"),
         (lambda folder: (folder / "broken.docx").write_bytes(b"PK\x03\x04 torn"), "broken.docx: not a valid .docx"),
-        (lambda folder: files.xlsx(folder / "sums.xlsx", formulas_only=True), "sums.xlsx: its 4 formulas have no"),
+        (lambda folder: files.xlsx(folder / "sums.xlsx", formulas_only=True), "sums.xlsx: 4 formula cell.s. and none"),
         (lambda folder: (folder / "gone.pdf").symlink_to(folder / "missing.pdf"), "gone.pdf: broken link"),
         (lambda folder: (folder / "old.doc").write_bytes(b"\xd0\xcf\x11\xe0"), "old.doc: unsupported document type"),
     ],
@@ -186,3 +186,64 @@ def test_a_converter_upgrade_converts_again_but_keeps_unchanged_documents(tmp_pa
     assert len(list(cache.iterdir())) == 4
     assert after["returns.docx"] == before["returns.docx"]
     assert after["prices.pdf"] != before["prices.pdf"]
+
+
+def test_european_csv_with_semicolons_becomes_a_table(tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text("Coffee;Price (£);Notes\nHarbour Blend;9,50;dark, chocolate\n", "utf-8")
+    assert "| Harbour Blend | 9,50 | dark, chocolate |" in read_one(tmp_path).text
+
+
+def test_text_encodings_people_save_in(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("Café crème, très chaud.", encoding="utf-16")
+    assert read_one(tmp_path).text == "Café crème, très chaud."
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "prices.csv").write_bytes("Coffee,Price\nCafé,€9\n".encode("cp1252"))
+    with pytest.raises(AlambicError, match=r"prices\.csv: not UTF-8 .*CSV UTF-8"):
+        read_documents(tmp_path)
+    (tmp_path / "prices.csv").unlink()
+    files.pdf(tmp_path / "manual.txt", [["A PDF with the wrong name."]])
+    with pytest.raises(AlambicError, match=r"manual\.txt: this is a PDF file, not text"):
+        read_documents(tmp_path)
+
+
+def test_system_files_hidden_folders_and_office_locks_are_left_alone(tmp_path: Path) -> None:
+    files.docx(tmp_path / "returns.docx")
+    (tmp_path / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "desktop.ini").write_text("[.ShellClassInfo]", encoding="utf-8")
+    (tmp_path / "~$returns.docx").write_bytes(b"lock")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main", encoding="utf-8")
+    assert [document.relpath for document in read_documents(tmp_path)] == ["returns.docx"]
+
+
+def test_documents_without_text_are_listed_with_a_warning_not_an_error(tmp_path: Path) -> None:
+    import docx as python_docx
+
+    files.docx(tmp_path / "returns.docx")
+    python_docx.Document().save(str(tmp_path / "blank-template.docx"))
+    (tmp_path / "empty.pdf").write_bytes(b"")
+    documents = {document.relpath: document for document in read_documents(tmp_path)}
+    assert documents["blank-template.docx"].text == "" and documents["blank-template.docx"].chunks(900) == []
+    assert documents["blank-template.docx"].warnings == ("no text in it: skipped",)
+    assert documents["empty.pdf"].warnings == ("empty file",)
+    (tmp_path / "returns.docx").unlink()
+    with pytest.raises(AlambicError, match="no documents"):
+        read_documents(tmp_path)
+
+
+def test_a_loop_of_links_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a.md").symlink_to(tmp_path / "b.md")
+    (tmp_path / "b.md").symlink_to(tmp_path / "a.md")
+    with pytest.raises(AlambicError, match=r"a\.md: a loop of links"):
+        read_documents(tmp_path)
+
+
+def test_web_page_furniture_is_dropped(tmp_path: Path) -> None:
+    (tmp_path / "prices.html").write_text(
+        '<html><body><nav><a href="/">Home</a> <a href="/shop">Shop</a></nav>'
+        '<div class="cookie-banner">We use cookies. Accept</div>'
+        "<main><h1>Prices</h1><p>The AeroPress costs £39.</p></main>"
+        "<footer>© 2026 Qahwa Lane · Privacy</footer></body></html>",
+        encoding="utf-8",
+    )
+    assert read_one(tmp_path).text == "# Prices\n\nThe AeroPress costs £39."

@@ -17,41 +17,58 @@ from alambic.documents.convert import SPREADSHEET_SUFFIXES, SUFFIXES, convert_fi
 from alambic.documents.model import Converted, Document, PageSpan, Source
 from alambic.errors import AlambicError
 
+SYSTEM_FILES = {"Thumbs.db", "desktop.ini", "Icon\r"}
+
 __all__ = ["SUFFIXES", "Chunk", "Converted", "Document", "PageSpan", "Source", "chunk_document", "read_documents"]
 
 
 def read_documents(docs_dir: Path, cache_dir: Path | None = None) -> list[Document]:
     """Every document under docs_dir, in a stable order, converted; all or nothing: the first file that cannot be
-    read stops it with a one-line error naming the file."""
+    read stops it with a one-line error naming the file. A document without text is kept, with a warning."""
     if not docs_dir.is_dir():
         raise AlambicError(f"{docs_dir}: documents folder is missing")
     documents = []
-    for path in sorted(p for p in docs_dir.rglob("*") if not p.name.startswith(".")):
-        if path.is_symlink() and not path.exists():
-            raise AlambicError(f"{path}: broken link to {path.readlink()} (the file it points to is missing)")
+    for path in sorted(docs_dir.rglob("*")):
+        relative = path.relative_to(docs_dir)
+        if _left_alone(relative):
+            continue
+        if path.is_symlink():
+            _check_link(path)
         if not path.is_file():
             continue
-        converted = _converted(path, cache_dir)
-        if converted.text.strip():
-            relpath = path.relative_to(docs_dir).as_posix()
-            spreadsheet = path.suffix.lower() in SPREADSHEET_SUFFIXES
-            documents.append(
-                Document(
-                    path,
-                    relpath,
-                    converted.text,
-                    converted.converter,
-                    converted.unit,
-                    converted.pages,
-                    converted.warnings,
-                    spreadsheet,
-                )
+        converted = _converted(path, cache_dir) if path.stat().st_size else Converted("", "-", warnings=("empty file",))
+        warnings = converted.warnings or (() if converted.text.strip() else ("no text in it: skipped",))
+        documents.append(
+            Document(
+                path,
+                relative.as_posix(),
+                converted.text if converted.text.strip() else "",
+                converted.converter,
+                converted.unit,
+                converted.pages,
+                warnings,
+                path.suffix.lower() in SPREADSHEET_SUFFIXES,
             )
-        elif converted.converter != "text":
-            raise AlambicError(f"{path}: no text in it")
-    if not documents:
+        )
+    if not any(document.text for document in documents):
         raise AlambicError(f"{docs_dir}: no documents (add .md, .txt, .pdf, .docx, .xlsx or .html files)")
     return documents
+
+
+def _left_alone(relative: Path) -> bool:
+    """Hidden files and folders, and what operating systems and Office leave beside documents."""
+    return any(part.startswith(".") for part in relative.parts) or (
+        relative.name in SYSTEM_FILES or relative.name.startswith("~$")
+    )
+
+
+def _check_link(path: Path) -> None:
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError as exc:
+        raise AlambicError(f"{path}: broken link to {path.readlink()} (the file it points to is missing)") from exc
+    except (RuntimeError, OSError) as exc:  # Python raises RuntimeError for a loop of links
+        raise AlambicError(f"{path}: a loop of links ({path} -> {path.readlink()} -> ...)") from exc
 
 
 def _converted(path: Path, cache_dir: Path | None) -> Converted:

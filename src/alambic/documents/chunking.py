@@ -8,7 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
-SENTENCE_BREAK = re.compile(r"(?<=[.!?؟。])\s+")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?؟])\s+|(?<=[。！？])\s*")
+LINE_BREAK = re.compile(r"\n")
+WORD_BREAK = re.compile(r"\s+")
+TABLE_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
 
 
 @dataclass(frozen=True)
@@ -76,27 +79,62 @@ def _sections(text: str, breaks: frozenset[int]) -> list[tuple[list[str], list[P
     return sections
 
 
+def _cut(text: str, start: int, end: int, breaks: re.Pattern[str]) -> list[tuple[int, int]]:
+    """The spans of text[start:end] between matches of `breaks`."""
+    spans, position = [], start
+    for match in breaks.finditer(text, start, end):
+        if match.start() > position:
+            spans.append((position, match.start()))
+        position = match.end()
+    if position < end:
+        spans.append((position, end))
+    return spans
+
+
+def _units(text: str, limit: int, table: bool) -> list[tuple[int, int]]:
+    """Spans of at most `limit` characters: sentences (a table's rows); a sentence too long is cut at line breaks,
+    then between words, and a word too long for any chunk is cut where the limit falls."""
+    units = []
+    for start, end in _cut(text, 0, len(text), LINE_BREAK if table else SENTENCE_BREAK):
+        lines = [(start, end)] if end - start <= limit else _cut(text, start, end, LINE_BREAK)
+        for line_start, line_end in lines:
+            fits = line_end - line_start <= limit
+            for word_start, word_end in (
+                [(line_start, line_end)] if fits else _cut(text, line_start, line_end, WORD_BREAK)
+            ):
+                units += [(cut, min(cut + limit, word_end)) for cut in range(word_start, word_end, limit)]
+    return units
+
+
 def _split_long(paragraph: Piece, limit: int) -> list[Piece]:
-    if len(paragraph.text) <= limit:
+    """A paragraph too long for one chunk, in pieces of whole sentences (or rows, for a table, each piece with the
+    table's header) that fit."""
+    text = paragraph.text
+    if len(text) <= limit:
         return [paragraph]
-    text, starts, ends = paragraph.text, [0], []
-    for match in SENTENCE_BREAK.finditer(text):
-        ends.append(match.start())
-        starts.append(match.end())
-    ends.append(len(text))
+    header = ""
+    lines = text.split("\n")
+    table = all(line.startswith("|") for line in lines)
+    if table and len(lines) > 2 and TABLE_RULE.match(lines[1]):
+        header = "\n".join(lines[:2]) + "\n"
+        text = "\n".join(lines[2:])
+        paragraph = Piece(text, paragraph.start + len(header), paragraph.end)
+        limit = max(limit - len(header), limit // 2)
     pieces: list[Piece] = []
-    piece, piece_start, piece_end = "", 0, 0
-    for start, end in zip(starts, ends, strict=True):
-        sentence = text[start:end]
-        if piece and len(piece) + 1 + len(sentence) > limit:
-            pieces.append(Piece(piece, paragraph.start + piece_start, paragraph.start + piece_end))
-            piece, piece_start = sentence, start
-        else:
-            piece, piece_start = (f"{piece} {sentence}".strip(), piece_start) if piece else (sentence, start)
+    piece_start = piece_end = None
+    for start, end in _units(text, limit, table):
+        if piece_start is not None and piece_end is not None and end - piece_start > limit:
+            pieces.append(_piece(paragraph, header, piece_start, piece_end))
+            piece_start = None
+        piece_start = start if piece_start is None else piece_start
         piece_end = end
-    if piece:
-        pieces.append(Piece(piece, paragraph.start + piece_start, paragraph.start + piece_end))
+    if piece_start is not None and piece_end is not None:
+        pieces.append(_piece(paragraph, header, piece_start, piece_end))
     return pieces
+
+
+def _piece(paragraph: Piece, header: str, start: int, end: int) -> Piece:
+    return Piece(header + paragraph.text[start:end], paragraph.start + start, paragraph.start + end)
 
 
 def _chunk(doc: str, index: int, headings: list[str], body: list[Piece]) -> Chunk:

@@ -3,8 +3,11 @@ markitdown for Word, PowerPoint, Excel, CSV, HTML and EPUB; text formats are rea
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from importlib.metadata import version
@@ -22,6 +25,17 @@ SPREADSHEET_SUFFIXES = {".xlsx", ".csv"}
 # What to do with formats people often have that no converter here reads.
 RESAVE_AS = {".doc": ".docx", ".ppt": ".pptx", ".xls": ".xlsx", ".odt": ".docx", ".ods": ".xlsx", ".rtf": ".docx"}
 EMPTY_CELL = re.compile(r"\| NaN (?=\|)")
+INLINE_IMAGE = re.compile(r"!\[[^\]]*\]\(data:[^)]*\)")  # pictures pasted into a document carry no text
+MAGIC = {
+    b"%PDF": "PDF",
+    b"PK\x03\x04": "zip (.docx, .xlsx, .pptx or .epub)",
+    b"\xd0\xcf\x11\xe0": "Microsoft Office 97",
+}
+DECLARED_CHARSET = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+PAGE_FURNITURE = (
+    "nav, footer, aside, form, noscript, [role=navigation], [role=banner], [role=contentinfo], "
+    "[id*=cookie], [class*=cookie], [id*=consent], [class*=consent]"
+)
 SLIDE_MARKER = re.compile(r"^<!-- Slide number: (\d+) -->\n?", re.MULTILINE)
 
 
@@ -49,12 +63,60 @@ def convert_file(path: Path) -> Converted:
 
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16").removeprefix("\ufeff")  # Notepad's "Unicode"
+    for magic, kind in MAGIC.items():
+        if data.startswith(magic):
+            raise AlambicError(f"{path}: this is a {kind} file, not text; give it its real extension")
     if b"\x00" in data:
         raise AlambicError(f"{path}: binary file, not a text document")
+    return _utf8(path, data)
+
+
+def _utf8(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise AlambicError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
+        raise AlambicError(
+            f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from exc
+
+
+def _comma_csv(path: Path) -> bytes:
+    """The CSV as UTF-8 with commas: Excel in much of Europe writes semicolons (the comma is the decimal mark)."""
+    text = _utf8(path, path.read_bytes())
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        return text.encode("utf-8")
+    if dialect.delimiter == ",":
+        return text.encode("utf-8")
+    out = io.StringIO()
+    csv.writer(out).writerows(csv.reader(io.StringIO(text), dialect))
+    return out.getvalue().encode("utf-8")
+
+
+def _page_content(path: Path) -> str:
+    """An HTML page without what every page of a site repeats (navigation, footer, forms, cookie banners)."""
+    from bs4 import BeautifulSoup
+
+    data = path.read_bytes()
+    try:
+        html = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        declared = DECLARED_CHARSET.search(data[:4096])
+        if declared is None:
+            raise AlambicError(
+                f"{path}: not UTF-8 and no charset declared (byte {exc.start}); re-save it as UTF-8"
+            ) from exc
+        try:
+            html = data.decode(declared.group(1).decode("ascii"), errors="replace")
+        except LookupError as unknown:
+            raise AlambicError(f"{path}: unknown charset {declared.group(1).decode('ascii', 'replace')}") from unknown
+    soup = BeautifulSoup(html, "html.parser")
+    for element in soup.select(PAGE_FURNITURE):
+        element.decompose()
+    return str(soup)
 
 
 def _markitdown_converter(suffix: str) -> Callable[..., object]:
@@ -74,19 +136,28 @@ def _markitdown_converter(suffix: str) -> Callable[..., object]:
 
 def _convert_with_markitdown(path: Path, suffix: str) -> Converted:
     from markitdown import StreamInfo
+    from markitdown.converters import HtmlConverter
 
     if suffix == ".xlsx":
         _check_spreadsheet_values(path)
-    charset = "utf-8" if suffix in {".csv", ".html", ".htm"} else None
     try:
-        with path.open("rb") as stream:
-            result = _markitdown_converter(suffix)(stream, StreamInfo(extension=suffix, charset=charset))
+        with warnings.catch_warnings():  # BeautifulSoup and pandas warn on stderr; their findings become errors here
+            warnings.simplefilter("ignore")
+            if suffix in {".html", ".htm"}:
+                result = HtmlConverter().convert_string(_page_content(path))
+            elif suffix == ".csv":
+                result = _markitdown_converter(suffix)(io.BytesIO(_comma_csv(path)), StreamInfo(charset="utf-8"))
+            else:
+                with path.open("rb") as stream:
+                    result = _markitdown_converter(suffix)(stream, StreamInfo(extension=suffix))
+    except AlambicError:
+        raise
     except (zipfile.BadZipFile, KeyError) as exc:
         raise AlambicError(f"{path}: not a valid {suffix} file (damaged or not really {suffix}: {exc})") from exc
     except Exception as exc:  # markitdown and the libraries under it raise many kinds; all mean "unreadable"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AlambicError(f"{path}: cannot read this {suffix} file ({reason})") from exc
-    text = result.markdown.strip()  # type: ignore[attr-defined]
+    text = INLINE_IMAGE.sub("", result.markdown).strip()  # type: ignore[attr-defined]
     if suffix in SPREADSHEET_SUFFIXES:
         text = EMPTY_CELL.sub("| ", text)  # pandas writes a blank cell as NaN
     if suffix == ".pptx":
@@ -133,6 +204,6 @@ def _check_spreadsheet_values(path: Path) -> None:
                     uncalculated += value is None
     if formula_cells and uncalculated == formula_cells:
         raise AlambicError(
-            f"{path}: its {formula_cells} formulas have no saved results; open it in Excel or LibreOffice and "
+            f"{path}: {formula_cells} formula cell(s) and none has a saved result; open it in Excel or LibreOffice and "
             "save it, so the results are stored, or export it as .csv"
         )

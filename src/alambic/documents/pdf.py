@@ -127,40 +127,65 @@ def _pages(path: Path) -> Iterator[tuple[int, list[_Box], int]]:
             raise AlambicError(f"{path}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
 
 
+class _Pages:
+    """The converted pages joined into one text, with each page's span in it."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.spans: list[PageSpan] = []
+        self.offset = 0
+
+    def add(self, number: int, text: str) -> None:
+        if self.texts:
+            self.offset += 2
+        self.spans.append(PageSpan(number, self.offset, self.offset + len(text)))
+        self.texts.append(text)
+        self.offset += len(text)
+
+
+def _ordered_boxes(path: Path, number: int, boxes: list[_Box]) -> bool:
+    """Put the page's right-to-left lines in reading order (and its boxes, if the page is right-to-left); whether
+    any line had to be reversed."""
+    lines = [line for box in boxes for line in box.lines]
+    ordering = reading_order([line.glyphs for line in lines])
+    if ordering.detached_share > MAX_SINGLE_LETTER_SHARE:
+        raise AlambicError(
+            f"{path}: page {number}: its right-to-left text comes out as detached letters "
+            f"({ordering.detached_share:.0%} of its words are one letter); export the PDF again with a "
+            "text layer (e.g. from Word or LibreOffice), or put the .docx or a .txt in docs/"
+        )
+    for line, text in zip(lines, ordering.lines, strict=True):
+        line.text = text
+    if is_rtl("".join(ordering.lines)):
+        # pdfminer orders boxes for left-to-right columns; a right-aligned heading would land after its text
+        boxes.sort(key=lambda box: -box.top)
+    return ordering.reversed_lines > 0
+
+
 def convert_pdf(path: Path) -> Converted:
-    texts: list[str] = []
-    spans: list[PageSpan] = []
+    pages = _Pages()
     blank: list[int] = []
     reordered: list[int] = []
-    offset, body = 0, 0.0
+    # Pages of headings alone (a cover) wait for the first page with body text, whose type size sets the levels.
+    waiting: list[tuple[int, list[_Box]]] = []
+    body = 0.0
     for number, boxes, images in _pages(path):
-        lines = [line for box in boxes for line in box.lines]
-        ordering = reading_order([line.glyphs for line in lines])
-        if ordering.detached_share > MAX_SINGLE_LETTER_SHARE:
-            raise AlambicError(
-                f"{path}: page {number}: its right-to-left text comes out as detached letters "
-                f"({ordering.detached_share:.0%} of its words are one letter); export the PDF again with a "
-                "text layer (e.g. from Word or LibreOffice), or put the .docx or a .txt in docs/"
-            )
-        for line, text in zip(lines, ordering.lines, strict=True):
-            line.text = text
-        if is_rtl("".join(ordering.lines)):
-            # pdfminer orders boxes for left-to-right columns; a right-aligned heading would land after its text
-            boxes.sort(key=lambda box: -box.top)
-        body = _body_size(boxes) or body or min((line.size for line in lines), default=0.0)
-        text = _page_markdown(boxes, body) if boxes else ""
-        if ordering.reversed_lines:
+        if _ordered_boxes(path, number, boxes):
             reordered.append(number)
-        if not text:
-            if images:
-                blank.append(number)
-            continue
-        if texts:
-            offset += 2
-        spans.append(PageSpan(number, offset, offset + len(text)))
-        texts.append(text)
-        offset += len(text)
-    if not texts:
+        if not boxes and images:
+            blank.append(number)
+        waiting.append((number, boxes))
+        body = body or _body_size(boxes) or 0.0
+        if body:
+            for waiting_number, waiting_boxes in waiting:
+                if text := _page_markdown(waiting_boxes, body):
+                    pages.add(waiting_number, text)
+            waiting.clear()
+    fallback = min((line.size for _, boxes in waiting for box in boxes for line in box.lines), default=0.0) / 1.15
+    for number, boxes in waiting:
+        if text := _page_markdown(boxes, fallback):
+            pages.add(number, text)
+    if not pages.texts:
         if blank:
             raise AlambicError(f"{path}: no text layer (a scanned PDF?); {OCR_HINT}")
         raise AlambicError(f"{path}: the PDF has no text")
@@ -169,7 +194,7 @@ def convert_pdf(path: Path) -> Converted:
         warnings.append(f"no text on page(s) {_numbers(blank)}, only images (scanned?); {OCR_HINT}")
     if reordered:
         warnings.append(f"right-to-left text put back in reading order on page(s) {_numbers(reordered)}")
-    return Converted("\n\n".join(texts), converter_id(), "page", tuple(spans), tuple(warnings))
+    return Converted("\n\n".join(pages.texts), converter_id(), "page", tuple(pages.spans), tuple(warnings))
 
 
 def _numbers(pages: list[int]) -> str:

@@ -42,7 +42,7 @@ def document_chunks(project: Project) -> list[KeyedChunk]:
     """All chunks of the project's documents, recorded in the ledger with their lineage."""
     ledger, settings = project.ledger, project.config.synth
     keyed: list[list[KeyedChunk]] = []
-    for document in project.documents():
+    for document in (document for document in project.documents() if document.text):
         doc_key = document.key
         doc_payload = {
             "path": document.relpath,
