@@ -65,10 +65,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def write_project(root: Path, toml: str, docs: Path | None = EXAMPLE / "docs") -> Path:
+def write_project(
+    root: Path, toml: str, docs: Path | None = EXAMPLE / "docs", suffixes: tuple[str, ...] | None = (".md",)
+) -> Path:
+    """A project of `docs` (by default the example's five Markdown pages, which the small loops are sized for;
+    `suffixes=None` copies every document, PDF and spreadsheet included)."""
     root.mkdir(parents=True, exist_ok=True)
     if docs is not None:
-        shutil.copytree(docs, root / "docs")
+
+        def other_formats(folder: str, names: list[str]) -> list[str]:
+            return [n for n in names if suffixes and Path(folder, n).is_file() and Path(n).suffix not in suffixes]
+
+        shutil.copytree(docs, root / "docs", ignore=other_formats)
     (root / "alambic.toml").write_text(toml, encoding="utf-8")
     return root
 

@@ -7,7 +7,7 @@ from ..conftest import EXAMPLE, run_cli, write_project
 
 
 def test_docs_lists_every_document_with_its_converter_and_pages(tmp_path: Path) -> None:
-    root = write_project(tmp_path / "shop", (EXAMPLE / "alambic.toml").read_text(encoding="utf-8"))
+    root = write_project(tmp_path / "shop", (EXAMPLE / "alambic.toml").read_text(encoding="utf-8"), suffixes=None)
     rows = {row["file"]: row for row in json.loads(run_cli("docs", "--json", "--project", root).stdout)}
     assert set(rows) == {path.name for path in (EXAMPLE / "docs").iterdir()}
     assert rows["warranty-terms.pdf"]["converter"].startswith("pdfminer.six ")

@@ -1,5 +1,6 @@
 """synth on the real embedded teacher: in-process through llama.cpp, and over HTTP to llama.cpp's server."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from alambic.dataset import latest_synth_run, split_items
 from alambic.store import Ledger
 
-from ..conftest import GROUNDED_ONLY, run_cli, small_config, write_project
+from ..conftest import EXAMPLE, GROUNDED_ONLY, run_cli, small_config, write_project
 
 pytestmark = pytest.mark.integration
 GREEDY = (
@@ -24,6 +25,7 @@ def qa_rows(project: Path) -> list[tuple]:
 
 
 def test_synth_records_items_splits_by_chunk_and_skips_when_done(small_project: Path) -> None:
+    shutil.copy(EXAMPLE / "docs" / "warranty-terms.pdf", small_project / "docs")  # recorded, though past max_chunks
     run_cli("synth", "--project", small_project)
     ledger = Ledger(small_project / ".alambic" / "ledger.sqlite")
     run = latest_synth_run(ledger)
