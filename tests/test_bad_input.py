@@ -110,19 +110,10 @@ def test_review_file_that_does_not_exist(project: Path) -> None:
     assert_one_line_error(project, "data", "import", "review.csv", mentions="review.csv: does not exist")
 
 
-@pytest.mark.parametrize(
-    ("make", "message"),
-    [
-        (lambda docs: files.scanned_pdf(docs / "scan.pdf", docs.parent / "scan.png"), "scan.pdf: no text layer"),
-        (lambda docs: files.encrypted_pdf(docs / "locked.pdf"), "locked.pdf: encrypted PDF"),
-        (lambda docs: (docs / "terms.docx").write_bytes(b"PK\x03\x04 torn"), "terms.docx: not a valid .docx"),
-        (lambda docs: files.xlsx(docs / "sums.xlsx", formulas_only=True), "sums.xlsx: 4 formula cell(s) and none"),
-        (lambda docs: (docs / "gone.md").symlink_to(docs / "moved-away.md"), "gone.md: broken link"),
-    ],
-    ids=["scanned-pdf", "encrypted-pdf", "corrupt-docx", "formulas-only-xlsx", "dangling-link"],
-)
-def test_unreadable_document_ingests_nothing(project: Path, make, message: str) -> None:
+@pytest.mark.parametrize("case", list(files.UNREADABLE))
+def test_unreadable_document_ingests_nothing(project: Path, case: str) -> None:
     """The other documents are fine, and come first; still nothing of them is recorded."""
+    make, message = files.UNREADABLE[case]
     make(project / "docs")
     assert_one_line_error(project, "synth", mentions=message)
     db = sqlite3.connect(project / ".alambic" / "ledger.sqlite")

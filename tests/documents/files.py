@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -133,3 +134,14 @@ def epub(path: Path) -> Path:
         archive.writestr("OEBPS/content.opf", package)
         archive.writestr("OEBPS/chapter1.xhtml", chapter)
     return path
+
+
+# Documents that cannot be read, each with the words its one-line error must say (re.escape'd by the tests).
+UNREADABLE: dict[str, tuple[Callable[[Path], object], str]] = {
+    "scanned-pdf": (lambda docs: scanned_pdf(docs / "scan.pdf", docs.parent / "scan.png"), "scan.pdf: no text layer"),
+    "encrypted-pdf": (lambda docs: encrypted_pdf(docs / "locked.pdf"), "locked.pdf: encrypted PDF"),
+    "corrupt-docx": (lambda docs: (docs / "terms.docx").write_bytes(b"PK\x03\x04 torn"), "terms.docx: not a valid"),
+    "formulas-only-xlsx": (lambda docs: xlsx(docs / "sums.xlsx", formulas_only=True), "sums.xlsx: 4 formula cell(s)"),
+    "dangling-link": (lambda docs: (docs / "gone.md").symlink_to(docs / "moved-away.md"), "gone.md: broken link"),
+    "old-word-file": (lambda docs: (docs / "old.doc").write_bytes(b"\xd0\xcf\x11\xe0"), "old.doc: unsupported"),
+}

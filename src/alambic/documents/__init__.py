@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def _converted(path: Path, cache_dir: Path | None) -> Converted:
     suffix = path.suffix.lower()
     if cache_dir is None or suffix not in SUFFIXES or converter_id(suffix) == "text":
         return convert_file(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as stream:
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
     cached = cache_dir / f"{digest}-{converter_id(suffix).replace(' ', '-')}.json"
     if cached.is_file():
         stored = json.loads(cached.read_text(encoding="utf-8"))
@@ -88,7 +90,7 @@ def _converted(path: Path, cache_dir: Path | None) -> Converted:
         )
     converted = convert_file(path)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(".partial")
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # processes converting at once don't clash
     partial.write_text(json.dumps(asdict(converted), ensure_ascii=False), encoding="utf-8")
     partial.replace(cached)
     return converted

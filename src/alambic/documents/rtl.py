@@ -34,14 +34,10 @@ class Ordering:
     detached_share: float  # share of right-to-left words that are a single letter
 
 
-def _is_rtl_line(line: str) -> bool:
-    classes = [unicodedata.bidirectional(ch) for ch in line if ch.isalpha()]
-    return bool(classes) and sum(c in RTL_CLASSES for c in classes) * 2 > len(classes)
-
-
 def is_rtl(text: str) -> bool:
     """Whether most of the text's letters are written right to left."""
-    return _is_rtl_line(text)
+    classes = [unicodedata.bidirectional(ch) for ch in text if ch.isalpha()]
+    return bool(classes) and sum(c in RTL_CLASSES for c in classes) * 2 > len(classes)
 
 
 def letters_from_presentation_forms(text: str) -> str:
@@ -109,7 +105,7 @@ def reading_order(lines: list[list[str]]) -> Ordering:
     """A page's lines, each given as its glyphs' text, with the right-to-left ones in reading order if they came
     out in visual order."""
     text = [_joined(glyphs) for glyphs in lines]
-    rtl = [i for i, line in enumerate(text) if _is_rtl_line(line)]
+    rtl = [i for i, line in enumerate(text) if is_rtl(line)]
     language = language_of(" ".join(text[i] for i in rtl)) if rtl else None
     reversed_count = 0
     if language is not None:
