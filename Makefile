@@ -33,8 +33,8 @@ browser:
 		--no-install-recommends chromium fonts-dejavu-core) || echo "chromium not installed: the report browser test will be skipped"
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 bench: install peers
 	$(PY) bench/run.py $(BENCH)
