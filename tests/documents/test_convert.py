@@ -82,6 +82,20 @@ def test_xlsx_sheets_are_cited(tmp_path: Path) -> None:
     assert "| Comandante C40 hand grinder | 235 |" in cited["prices.xlsx, sheet Equipment"]
 
 
+def test_empty_sheets_are_left_out(tmp_path: Path) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.title = "Prices"
+    workbook.active.append(["Item", "Price (£)"])
+    workbook.active.append(["Fellow Stagg EKG kettle", 165])
+    workbook.create_sheet("Empty")
+    workbook.create_sheet("Header only").append(["Item", "Price (£)"])
+    workbook.save(tmp_path / "prices.xlsx")
+    document = read_one(tmp_path)
+    assert document.text == "## Prices\n| Item | Price (£) |\n| --- | --- |\n| Fellow Stagg EKG kettle | 165 |"
+
+
 def test_csv_html_and_epub(tmp_path: Path) -> None:
     (tmp_path / "stock.csv").write_text("item,price\nAeroPress,39\nدلة,58\n", encoding="utf-8")
     (tmp_path / "about.html").write_text(
@@ -94,6 +108,7 @@ def test_csv_html_and_epub(tmp_path: Path) -> None:
     assert "| دلة | 58 |" in documents["stock.csv"].text
     about = citations(documents["about.html"])
     assert about == [("About us > Roasting\n\nWe roast on **Tuesdays**.", "about.html › About us › Roasting")]
+    assert "**Title:**" not in documents["guide.epub"].text  # the metadata block is not a chunk of its own
     guide = citations(documents["guide.epub"])
     assert any("15 g of coffee for 250 g of water" in text for text, _ in guide)
     assert any(citation == "guide.epub › Brewing guide" for _, citation in guide)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
+from alambic.documents.chunking import TABLE_RULE
 from alambic.documents.model import Converted, PageSpan
 from alambic.documents.pdf import convert_pdf
 from alambic.documents.pdf import converter_id as pdf_converter_id
@@ -25,6 +26,7 @@ SPREADSHEET_SUFFIXES = {".xlsx", ".csv"}
 # What to do with formats people often have that no converter here reads.
 RESAVE_AS = {".doc": ".docx", ".ppt": ".pptx", ".xls": ".xlsx", ".odt": ".docx", ".ods": ".xlsx", ".rtf": ".docx"}
 EMPTY_CELL = re.compile(r"\| NaN (?=\|)")
+EPUB_METADATA = re.compile(r"\A(?:\*\*[A-Z][a-z]+:\*\* .*\n)+")
 INLINE_IMAGE = re.compile(r"!\[[^\]]*\]\(data:[^)]*\)")  # pictures pasted into a document carry no text
 MAGIC = {
     b"%PDF": "PDF",
@@ -159,10 +161,24 @@ def _convert_with_markitdown(path: Path, suffix: str) -> Converted:
         raise AlambicError(f"{path}: cannot read this {suffix} file ({reason})") from exc
     text = INLINE_IMAGE.sub("", result.markdown).strip()  # type: ignore[attr-defined]
     if suffix in SPREADSHEET_SUFFIXES:
-        text = EMPTY_CELL.sub("| ", text)  # pandas writes a blank cell as NaN
+        text = _without_empty_sheets(EMPTY_CELL.sub("| ", text))  # pandas writes a blank cell as NaN
+    if suffix == ".epub":
+        text = EPUB_METADATA.sub("", text).strip()  # title, language, identifier: a chunk of no use on its own
     if suffix == ".pptx":
         return _with_slides(text, converter_id(suffix))
     return Converted(text, converter_id(suffix))
+
+
+def _without_empty_sheets(markdown: str) -> str:
+    """The sheets of a workbook's Markdown that hold at least one row of data (an empty sheet is a heading and a
+    table with no row, or only a header)."""
+    sheets = re.split(r"(?m)^(?=## )", markdown)
+    return "\n\n".join(sheet.strip() for sheet in sheets if sheet.strip() and _has_data_rows(sheet)).strip()
+
+
+def _has_data_rows(sheet: str) -> bool:
+    rows = [line for line in sheet.splitlines() if line.startswith("|") and not TABLE_RULE.match(line)]
+    return len(rows) > 1 and any(any(ch.isalnum() for ch in row) for row in rows[1:])
 
 
 def _with_slides(text: str, converter: str) -> Converted:
