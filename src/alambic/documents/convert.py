@@ -129,8 +129,6 @@ def _markitdown_converter(suffix: str) -> Callable[..., object]:
         ".pptx": converters.PptxConverter,
         ".xlsx": converters.XlsxConverter,
         ".csv": converters.CsvConverter,
-        ".html": converters.HtmlConverter,
-        ".htm": converters.HtmlConverter,
         ".epub": converters.EpubConverter,
     }
     return by_suffix[suffix]().convert
