@@ -21,6 +21,8 @@ from alambic.models.hf import load_tokenizer
 from alambic.store import Ledger
 
 
+# The same tiny Llama as tests/conftest.py's fixture, written out here because fbb8e9c's conftest has it only as a
+# pytest fixture, which a script run against that checkout cannot call.
 def tiny_llama(path: Path) -> Path:
     torch.manual_seed(0)
     tokenizer = load_tokenizer(embedded_hf_dir())
