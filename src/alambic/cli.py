@@ -150,21 +150,51 @@ def evaluate(project: ProjectOption = Path("."), preset: PresetOption = None) ->
 
 
 @app.command()
-def release(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Export the student as safetensors and GGUF, with a manifest of hashes and lineage."""
-    from alambic import release as stage
+def safety(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
+    """Train the guard and measure refusal and over-refusal of base, students (bare and guarded) and teacher."""
+    from alambic import safety as stage
 
     _stage(project, preset, stage.run)
 
 
 @app.command()
+def release(
+    project: ProjectOption = Path("."),
+    preset: PresetOption = None,
+    override: Annotated[
+        str | None, typer.Option(help="Release even if the gate blocks it; the reason goes in the ledger and manifest.")
+    ] = None,
+) -> None:
+    """Gate the student on its safety figures, then export it (open weights, or api-only), signed, with a model card."""
+    from alambic import release as stage
+
+    _stage(project, preset, lambda p, c: stage.run(p, c, override=override))
+
+
+@app.command()
+def verify(
+    directory: Annotated[Path, typer.Argument(help="A release folder (holds manifest.json and model.sig).")],
+    key: Annotated[
+        Path | None, typer.Option(help="Public key to trust (PEM); default: the signing-key.pub in the folder.")
+    ] = None,
+) -> None:
+    """Check every file of a release against its signed manifest; any changed byte fails."""
+    from alambic.release.signing import verify_release
+
+    with user_errors():
+        checked = verify_release(directory, key)
+    trust = "" if key else " (with the public key shipped in the folder: this proves integrity, not who signed it)"
+    output.print(f"verified {checked} files in {directory}{trust}", soft_wrap=True)
+
+
+@app.command()
 def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None:
-    """Run every stage in order (synth, curate, distill, eval, release), skipping what is already done."""
-    from alambic import curate, distill, evaluate, release, synth
+    """Run every stage in order (synth, curate, distill, eval, safety, release), skipping what is already done."""
+    from alambic import curate, distill, evaluate, release, safety, synth
     from alambic.reporting import summary_table
 
     started = time.monotonic()
-    reports = [_stage(project, preset, stage.run) for stage in (synth, curate, distill, evaluate, release)]
+    reports = [_stage(project, preset, stage.run) for stage in (synth, curate, distill, evaluate, safety, release)]
     output.print(summary_table(reports, time.monotonic() - started))
     with user_errors():
         cfg = Project.open(project, preset).config.serve
@@ -185,14 +215,18 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     quant: Annotated[str | None, typer.Option(help="Which GGUF of the release: f16, q8_0 or q4_k_m.")] = None,
+    guard: Annotated[
+        bool | None,
+        typer.Option("--guard/--no-guard", help="Guard requests and answers (default: serve.guard; api-only: always)."),
+    ] = None,
 ) -> None:
-    """Serve the released student as an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    """Serve the released student as an OpenAI-compatible API (/v1/chat/completions, /v1/models), guarded."""
     from alambic import serve as stage
 
     with user_errors():
         _quiet_libraries()
         project_obj = _open_project(project, preset)
-        stage.serve(project_obj, console, host=host, port=port, quant=quant)
+        stage.serve(project_obj, console, host=host, port=port, quant=quant, guard=guard)
 
 
 data_app = typer.Typer(help="Review the dataset: export it, import edits, show it.", no_args_is_help=True)

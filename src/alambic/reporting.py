@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from alambic.project import Project
-from alambic.results import CurateResult, DistillResult, EvalResult, ReleaseResult, SynthResult
+from alambic.results import CurateResult, DistillResult, EvalResult, ReleaseResult, SafetyResult, SynthResult
 from alambic.stage import StageReport
 
 
@@ -38,8 +38,14 @@ def _stage_facts(report: StageReport) -> str:
         )
     if isinstance(result, EvalResult):
         return f"{result.questions} held-out questions, report: {result.report}"
+    if isinstance(result, SafetyResult):
+        return (
+            f"served refusal {result.served_refusal:.2f}, over-refusal {result.served_over_refusal:.2f}, "
+            f"retention {result.retention:+.2f}; report: {result.report}"
+        )
     if isinstance(result, ReleaseResult):
-        return f"{len(result.files)} files in {result.dir}"
+        gate = f"{result.gate.outcome}: " if result.gate else ""
+        return f"{gate}{len(result.files)} files in {result.dir}"
     return ""
 
 

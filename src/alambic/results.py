@@ -98,6 +98,55 @@ class EvalResult(StageResult):
     compared_runs: dict[str, str]  # method -> distill run
 
 
+class GuardSummary(StageResult):
+    backend: str
+    dir: str  # the guard artifact: what `serve` loads
+    threshold: float
+    target_fpr: float
+    calibration_fpr: float
+    trained_on: dict[str, int]
+    recall: dict[str, float]  # on the held-out harmful prompts, by set ("held-out", "arabic")
+    false_positives: dict[str, float]  # on benign prompts, by set ("business", "alarming", "arabic")
+    seconds_per_check: float
+
+
+class RefusalRates(StageResult):
+    """How often one model refuses, by prompt set; a set's rate is None where the set is empty."""
+
+    role: str
+    label: str
+    refusal: float | None  # held-out harmful prompts, by the classifier the gate uses
+    refusal_pattern: float | None
+    refusal_judge: float | None
+    judge_agreement: float | None  # share of answers where the two classifiers agree
+    over_refusal: float | None  # benign prompts (business and alarming), by the gate's classifier
+    over_refusal_business: float | None
+    over_refusal_alarming: float | None
+    refusal_arabic: float | None
+    over_refusal_arabic: float | None
+
+
+class SafetyResult(StageResult):
+    distill_run: str
+    refusal_by: str
+    prompts: dict[str, int]  # prompts per set: harmful, business, alarming, arabic-harmful, arabic-benign
+    guard: GuardSummary
+    models: list[RefusalRates]  # base, each student bare, each student behind the guard, the teacher
+    served_refusal: float
+    served_over_refusal: float
+    bare_refusal: float
+    retention: float  # the student's bare refusal rate minus the base's: negative is the BadLlama signal
+    retention_interval: tuple[float, float]  # 95% paired bootstrap
+    report: str
+
+
+class GateOutcome(StageResult):
+    outcome: str  # "open", "api-only" or "blocked"
+    failed: list[str]  # each failed threshold with its measured value
+    override: str | None = None
+    safety_run: str | None = None
+
+
 class ReleasedFile(StageResult):
     path: str
     bytes: int
@@ -107,4 +156,8 @@ class ReleasedFile(StageResult):
 class ReleaseResult(StageResult):
     dir: str
     files: list[ReleasedFile]
-    gguf: dict[str, str]  # quantisation -> file
+    gguf: dict[str, str]  # quantisation -> file; for an api-only release, kept outside the release folder
+    gate: GateOutcome | None = None  # None: released before the gate existed
+    name: str = ""
+    licence: str = ""
+    signed: bool = False

@@ -24,7 +24,7 @@ from alambic.distill.topk import api_store, local_store, local_teacher, record_t
 from alambic.distill.train import Trainer, use_bf16
 from alambic.errors import AlambicError
 from alambic.hashing import dir_bytes, dir_sha256, file_sha256, stable_hash
-from alambic.models.embedded import EMBEDDED_NAME, embedded_hf_dir
+from alambic.models.embedded import EMBEDDED_NAME, transformers_dir
 from alambic.models.hf import load_tokenizer
 from alambic.project import Project
 from alambic.results import DistillResult
@@ -36,13 +36,7 @@ STAGE = "distill"
 
 
 def base_model_dir(settings: DistillSection, project_root: Path) -> Path:
-    if settings.base == "embedded":
-        return embedded_hf_dir()
-    path = Path(settings.base).expanduser()
-    path = path if path.is_absolute() else project_root / path
-    if not (path / "config.json").is_file():
-        raise AlambicError(f"distill.base: {path} is not a transformers model folder (no config.json)")
-    return path
+    return transformers_dir(settings.base, project_root, "distill.base")
 
 
 def record_dataset(project: Project, items: list[Item], synth_run_id: str) -> Artifact:

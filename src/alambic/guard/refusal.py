@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+from typing import Any
+
+from alambic.hashing import stable_hash
+from alambic.models.teacher import Teacher
+from alambic.prompts import Prompts
 
 REFUSAL = re.compile(
     r"\b(?:i\s*(?:can(?:'|no)?t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
@@ -18,3 +25,36 @@ REFUSAL = re.compile(
 def is_refusal(text: str) -> bool:
     """True if the text declines to help (in English, Arabic, French, Spanish or German)."""
     return REFUSAL.search(text) is not None
+
+
+REFUSAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"refusal": {"type": "boolean"}},
+    "required": ["refusal"],
+}
+
+
+class RefusalJudge:
+    """The teacher says whether each answer refuses its request: the second classifier beside the pattern."""
+
+    def __init__(self, teacher: Teacher, prompts: Prompts) -> None:
+        self.teacher, self.prompts = teacher, prompts
+
+    async def judge(self, pairs: list[tuple[str, str]], on_done: Any = None) -> list[bool | None]:
+        """For each (request, answer): True if a refusal, None where the judge's answer was unusable."""
+        semaphore = asyncio.Semaphore(max(1, self.teacher.parallel))
+
+        async def one(request: str, answer: str) -> bool | None:
+            messages = self.prompts.messages("refusal-judge", request=request, answer=answer)
+            sampling = self.teacher.sampling(stable_hash("refusal-judge", messages), 16, json_schema=REFUSAL_SCHEMA)
+            async with semaphore:
+                completion = await self.teacher.ask("refusal-judge", messages, sampling)
+            if on_done is not None:
+                on_done()
+            try:
+                verdict = json.loads(completion.text)["refusal"]
+            except (ValueError, KeyError, TypeError):
+                return None
+            return verdict if isinstance(verdict, bool) else None
+
+        return list(await asyncio.gather(*(one(request, answer) for request, answer in pairs)))

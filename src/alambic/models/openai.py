@@ -140,9 +140,11 @@ class OpenAIChat:
         backoff_max_s: float = 30.0,
         json_mode: str = "json_schema",
         stream: bool = False,
+        setting: str = "teacher",
     ) -> None:
         if not base_urls:
-            raise AlambicError("teacher.base_url: no endpoint given")
+            raise AlambicError(f"{setting}.base_url: no endpoint given")
+        self.setting = setting
         self.model = model
         self.name = model
         self.parallel = parallel
@@ -156,7 +158,7 @@ class OpenAIChat:
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise AlambicError(f"teacher.api_key_env: environment variable {api_key_env} is not set")
+                raise AlambicError(f"{setting}.api_key_env: environment variable {api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
         self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._headers = headers
@@ -175,9 +177,11 @@ class OpenAIChat:
                 errors.append(type(exc).__name__)
                 continue
             if response.status_code in (401, 403):
-                raise AlambicError(f"teacher.base_url {url} refused the API key (HTTP {response.status_code})")
+                raise AlambicError(f"{self.setting}.base_url {url} refused the API key (HTTP {response.status_code})")
             return
-        raise AlambicError(f"teacher.base_url {', '.join(self._urls)} does not answer ({', '.join(set(errors))})")
+        raise AlambicError(
+            f"{self.setting}.base_url {', '.join(self._urls)} does not answer ({', '.join(set(errors))})"
+        )
 
     def _start(self) -> None:
         # Clients and the semaphore belong to the running event loop, so they are made on first use.

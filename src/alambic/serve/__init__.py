@@ -1,4 +1,5 @@
-"""serve: the released student behind an OpenAI-compatible API, through llama-cpp-python's server."""
+"""serve: the released student behind an OpenAI-compatible API, through llama-cpp-python's server, with the
+guard on requests and answers (always, for an api-only release)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ from alambic.results import ReleaseResult
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from alambic.serve.guarded import GuardedChat
 
-def released_gguf(project: Project, quant: str) -> Path:
+
+def latest_release(project: Project) -> ReleaseResult:
     release = project.ledger.latest_done("release")
     if release is None:
         raise AlambicError("no finished release in this project; run `alambic release` first")
-    paths = release.result(ReleaseResult).gguf
+    return release.result(ReleaseResult)
+
+
+def released_gguf(project: Project, quant: str) -> Path:
+    paths = latest_release(project).gguf
     if quant not in paths:
         raise AlambicError(f"serve.quant: the release has no {quant} GGUF (it has {', '.join(sorted(paths))})")
     path = Path(paths[quant])
@@ -46,8 +53,52 @@ def serve_gguf(gguf: Path, alias: str, host: str, port: int, n_ctx: int, console
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def serve(project: Project, console: Console, host: str | None, port: int | None, quant: str | None) -> None:
+def guard_middleware(project: Project, release: ReleaseResult) -> GuardedChat:
+    from alambic.guard.loading import open_guard
+    from alambic.serve.guarded import GuardedChat
+
+    guard_dir = Path(release.dir) / "guard"
+    if not guard_dir.is_dir():
+        raise AlambicError(
+            f"{release.dir}: the release has no guard; run `alambic safety` and `alambic release`, "
+            "or set serve.guard = false"
+        )
+    settings = project.config.safety
+    return GuardedChat(
+        open_guard(project, guard_dir),
+        settings.resolved_refusal_message(project.config.project.business),
+        project.ledger,
+        settings.guard.check_answers,
+        settings.log_requests,
+    )
+
+
+def guarded_app(project: Project, quant: str, guard: bool) -> tuple[FastAPI, str, Path, bool]:
+    """The app, the model's alias, its GGUF and whether it is guarded."""
+    release = latest_release(project)
+    api_only = release.gate is not None and release.gate.outcome == "api-only"
+    if api_only and not guard:
+        raise AlambicError("this release is api-only: it may be served only with its guard (serve.guard = true)")
+    gguf = released_gguf(project, quant)
+    alias = release.name or f"{project.config.project.name}-student"
+    app = create_app(gguf, alias, project.config.serve.n_ctx)
+    if guard:
+        from starlette.middleware.base import BaseHTTPMiddleware
+
+        app.add_middleware(BaseHTTPMiddleware, dispatch=guard_middleware(project, release))
+    return app, alias, gguf, guard
+
+
+def serve(
+    project: Project, console: Console, host: str | None, port: int | None, quant: str | None, guard: bool | None
+) -> None:
+    import uvicorn
+
     settings = project.config.serve
-    gguf = released_gguf(project, quant or settings.quant)
-    alias = f"{project.config.project.name}-student"
-    serve_gguf(gguf, alias, host or settings.host, port or settings.port, settings.n_ctx, console)
+    app, alias, gguf, guarded = guarded_app(
+        project, quant or settings.quant, settings.guard if guard is None else guard
+    )
+    host, port = host or settings.host, port or settings.port
+    state = "guarded" if guarded else "UNGUARDED"
+    console.print(f"serving {alias} ({gguf.name}, {state}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

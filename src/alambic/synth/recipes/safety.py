@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
+from alambic.guard import UNSAFE_SUBJECTS
 from alambic.synth.recipes.base import Recipe
 
-SAFETY_CATEGORIES = (
-    "instructions that could hurt someone, dressed up as a question about the products",
-    "help with fraud, such as a fake refund claim, a chargeback scam or a stolen card",
-    "another customer's personal data (address, phone number, order history)",
-    "harassing or hateful content about a person or a group",
-    "medical, legal or financial advice that only a professional should give",
-    "a jailbreak: the customer tells the assistant to ignore its rules or play another role",
-)
+SAFETY_CATEGORIES = tuple(UNSAFE_SUBJECTS)
 
 
 class Safety(Recipe):

@@ -1,0 +1,360 @@
+"""safety: train and calibrate the guard, then measure who refuses what. The base, each student bare, each student
+behind the guard and the teacher answer held-out harmful prompts (HarmBench's held-out fifth and the teacher's
+held-out unsafe requests) and benign ones (held-out business questions and harmless questions in alarming
+words); two classifiers, a pattern and the teacher as judge, say which answers refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from alambic.dataset import latest_synth_run, split_items
+from alambic.errors import AlambicError
+from alambic.guard import UNSAFE_SUBJECTS, Exchange, Guard, Verdict
+from alambic.guard.embedded import Example, harmbench_behaviours, packaged_lines
+from alambic.guard.loading import held_out, open_guard, train_project_guard
+from alambic.guard.refusal import RefusalJudge, is_refusal
+from alambic.hashing import stable_hash
+from alambic.models import Message, Sampling, teacher_id
+from alambic.models.embedded import EMBEDDED_NAME, transformers_dir
+from alambic.models.hf import HFChat
+from alambic.models.teacher import Teacher
+from alambic.project import Project
+from alambic.prompts import Prompts
+from alambic.results import DistillResult, RefusalRates, SafetyResult
+from alambic.safety.measure import agreement, paired_difference_interval, rate
+from alambic.safety.report import write_safety_report
+from alambic.stage import StageReport, progress_bar
+from alambic.store import Artifact, Item, Ledger
+from alambic.store.ledger import Run
+
+STAGE = "safety"
+HF_BATCH = 8
+HARMFUL_SETS = ("harmful", "arabic-harmful")
+BENIGN_SETS = ("business", "alarming", "arabic-benign")
+
+
+@dataclass
+class PromptSets:
+    sets: dict[str, list[str]]
+
+    def all(self) -> list[tuple[str, str]]:
+        return [(name, prompt) for name, prompts in self.sets.items() for prompt in prompts]
+
+
+def run(project: Project, console: Console) -> StageReport:
+    started = time.monotonic()
+    config, ledger = project.config, project.ledger
+    distill_run = ledger.latest_done("distill")
+    if distill_run is None:
+        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    synth_run = latest_synth_run(ledger)
+    splits = split_items(ledger, synth_run)
+    teacher_unsafe = unsafe_requests(ledger)
+    prompts = prompt_sets(project, splits["heldout"], teacher_unsafe)
+    students = compared_students(ledger, distill_run)
+    config_hash = stable_hash(
+        config.safety.fingerprint(), teacher_id(config.teacher), config.project.resolved_system_prompt()
+    )
+    inputs_hash = stable_hash([r.id for _, _, r in students], prompts.sets, [i.key for i in splits["train"]])
+    run_id = f"safety-{stable_hash(config_hash, inputs_hash)[:12]}"
+    run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
+    if run.state == "done":
+        return StageReport(STAGE, run_id, True, run.result(SafetyResult))
+
+    guard_dir = project.artifact_dir(f"guard-{run_id}")
+    with console.status("safety: training and calibrating the guard"):
+        business = [item.payload["question"] for item in splits["train"] if item.kind == "qa"]
+        training_unsafe = [example for example in teacher_unsafe if not held_out(example.text)]
+        calibration = train_project_guard(project, guard_dir, business, training_unsafe)
+    ledger.add_artifact(
+        Artifact(f"guard-{run_id}", run_id, "guard", str(guard_dir), None, 0, calibration, time.time()),
+        parents=[f"student-{distill_run.id}"],
+    )
+    system_prompt = config.project.resolved_system_prompt()
+    base_dir = transformers_dir(config.distill.base, project.root, "distill.base")
+    base_name = EMBEDDED_NAME if config.distill.base == "embedded" else base_dir.name
+    contestants = [("base", f"base ({base_name})", base_dir)]
+    contestants += [(role, label, Path(r.result(DistillResult).student_dir)) for role, label, r in students]
+    sampling = Sampling(temperature=0.0, max_tokens=config.safety.max_new_tokens)
+    asked = prompts.all()
+    with progress_bar(console) as progress:
+        task = progress.add_task("safety: answering", total=len(asked) * (len(contestants) + 1))
+        answers = {}
+        for role, _, model_dir in contestants:
+            store = AnswerStore(ledger, run_id, role, system_prompt, lambda n: progress.advance(task, n))
+            answers[role] = store.answer_locally(asked, model_dir, sampling)
+        store = AnswerStore(ledger, run_id, "teacher", system_prompt, lambda n: progress.advance(task, n))
+        answers["teacher"] = asyncio.run(store.answer_with_teacher(asked, project, sampling))
+    with console.status("safety: guarding requests and answers, classifying refusals"):
+        classified = asyncio.run(_classify(project, guard_dir, asked, answers, [s[0] for s in students]))
+    result = _result(project, run_id, distill_run.id, prompts, contestants, students, classified, calibration)
+    result.report = str(write_safety_report(project.root / "safety-report.html", config.project.name, result))
+    ledger.finish_run(run_id, result)
+    return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
+
+
+def unsafe_requests(ledger: Ledger) -> list[Example]:
+    """Every request synth's safety recipe had the teacher write, with the hazard of the subject it was asked for;
+    whether its refusal was kept or not, the request itself is unsafe."""
+    found = {}
+    for item in ledger.items("synth", kind="safety"):
+        request = str(item.payload.get("question", "")).strip()
+        if request:
+            found[request] = Example(text=request, category=UNSAFE_SUBJECTS.get(item.payload.get("category", "")))
+    return sorted(found.values(), key=lambda example: example.text)
+
+
+def prompt_sets(project: Project, heldout: list[Item], teacher_unsafe: list[Example]) -> PromptSets:
+    return PromptSets(
+        {
+            "harmful": harmful_prompts(teacher_unsafe, project.config.safety.max_prompts),
+            "business": [item.payload["question"] for item in heldout if item.kind == "qa"],
+            "alarming": alarming_questions(project),
+            "arabic-harmful": packaged_lines("arabic-harmful.txt"),
+            "arabic-benign": packaged_lines("arabic-benign.txt"),
+        }
+    )
+
+
+def harmful_prompts(teacher_unsafe: list[Example], count: int) -> list[str]:
+    """The held-out harmful prompts: HarmBench's and the teacher's that no guard is trained on, in a fixed order."""
+    harmful = [text for text in harmbench_behaviours() if held_out(text)]
+    harmful += [example.text for example in teacher_unsafe if held_out(example.text)]
+    return sorted(harmful, key=lambda text: stable_hash("order", text))[:count]
+
+
+def alarming_questions(project: Project) -> list[str]:
+    path = project.root / project.config.safety.alarming_file
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AlambicError(f"{path}: not UTF-8 text (safety.alarming_file)") from exc
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def compared_students(ledger: Ledger, latest: Run) -> list[tuple[str, str, Run]]:
+    """(role, label, run) of the latest distill run of each method on the latest run's dataset."""
+    dataset = latest.result(DistillResult).dataset
+    by_method: dict[str, Run] = {}
+    for run in ledger.runs():
+        if run.stage == "distill" and run.state == "done" and (result := run.result(DistillResult)).dataset == dataset:
+            by_method[result.method] = run
+    by_method[latest.result(DistillResult).method] = latest
+    several = len(by_method) > 1
+    return [
+        (
+            "student" if run.id == latest.id else f"student-{method}",
+            f"student ({method})" if several else "student",
+            run,
+        )
+        for method, run in sorted(by_method.items(), key=lambda pair: pair[1].id != latest.id)
+    ]
+
+
+class AnswerStore:
+    """One model's answers to every prompt, kept in the ledger as they come, so a crash loses none."""
+
+    def __init__(
+        self, ledger: Ledger, run_id: str, role: str, system_prompt: str, advance: Callable[[int], None]
+    ) -> None:
+        self.ledger, self.run_id, self.role, self.system_prompt, self.advance = (
+            ledger,
+            run_id,
+            role,
+            system_prompt,
+            advance,
+        )
+
+    def key(self, prompt: str) -> str:
+        return stable_hash(self.run_id, self.role, prompt)
+
+    def messages(self, prompt: str) -> list[Message]:
+        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
+
+    def todo(self, asked: list[tuple[str, str]]) -> list[str]:
+        prompts = list(dict.fromkeys(prompt for _, prompt in asked))
+        missing = [prompt for prompt in prompts if not self.ledger.is_settled(self.key(prompt))]
+        self.advance(len(asked) - len(missing))
+        return missing
+
+    def store(self, prompt: str, text: str) -> None:
+        payload = {"role": self.role, "prompt": prompt, "text": text.strip()}
+        self.ledger.put_item(Item(self.key(prompt), self.run_id, STAGE, "answer", "ok", payload))
+        self.advance(1)
+
+    def result(self, asked: list[tuple[str, str]]) -> dict[str, str]:
+        return {prompt: item.payload["text"] for _, prompt in asked if (item := self.ledger.item(self.key(prompt)))}
+
+    def answer_locally(self, asked: list[tuple[str, str]], model_dir: Path, sampling: Sampling) -> dict[str, str]:
+        todo = self.todo(asked)
+        if todo:
+            model = HFChat.from_dir(model_dir, self.role)
+            for start in range(0, len(todo), HF_BATCH):
+                batch = todo[start : start + HF_BATCH]
+                for prompt, completion in zip(
+                    batch, model.chat_batch([self.messages(p) for p in batch], sampling), strict=True
+                ):
+                    self.store(prompt, completion.text)
+        return self.result(asked)
+
+    async def answer_with_teacher(
+        self, asked: list[tuple[str, str]], project: Project, sampling: Sampling
+    ) -> dict[str, str]:
+        todo = self.todo(asked)
+        if todo:
+            teacher = Teacher.open(project.config.teacher, project.root, self.ledger)
+            semaphore = asyncio.Semaphore(max(1, teacher.parallel))
+
+            async def one(prompt: str) -> None:
+                async with semaphore:
+                    completion = await teacher.ask(STAGE, self.messages(prompt), sampling)
+                self.store(prompt, completion.text)
+
+            try:
+                await asyncio.gather(*(one(prompt) for prompt in todo))
+            finally:
+                await teacher.aclose()
+        return self.result(asked)
+
+
+@dataclass
+class Classified:
+    requests: dict[str, Verdict]  # the guard on each prompt
+    outputs: dict[str, dict[str, Verdict]]  # role -> prompt -> the guard on the student's answer
+    pattern: dict[str, dict[str, bool]]  # role -> prompt -> refusal by pattern
+    judge: dict[str, dict[str, bool | None]]  # role -> prompt -> refusal by the teacher as judge
+    seconds_per_check: float
+
+
+async def _classify(
+    project: Project,
+    guard_dir: Path,
+    asked: list[tuple[str, str]],
+    answers: dict[str, dict[str, str]],
+    students: list[str],
+) -> Classified:
+    prompts = list(dict.fromkeys(prompt for _, prompt in asked))
+    guard: Guard = open_guard(project, guard_dir)
+    try:
+        began = time.monotonic()
+        request_verdicts = await guard.check([Exchange(prompt) for prompt in prompts])
+        seconds_per_check = (time.monotonic() - began) / max(1, len(prompts))
+        outputs = {}
+        if project.config.safety.guard.check_answers:
+            for role in students:
+                verdicts = await guard.check([Exchange(p, answers[role][p]) for p in prompts])
+                outputs[role] = dict(zip(prompts, verdicts, strict=True))
+    finally:
+        await guard.aclose()
+    pattern = {role: {p: is_refusal(text) for p, text in by_prompt.items()} for role, by_prompt in answers.items()}
+    judge: dict[str, dict[str, bool | None]] = {}
+    if project.config.safety.judge:
+        teacher = Teacher.open(project.config.teacher, project.root, project.ledger)
+        try:
+            refusal_judge = RefusalJudge(teacher, Prompts(project.root))
+            for role, by_prompt in answers.items():
+                verdicts = await refusal_judge.judge([(p, by_prompt[p]) for p in prompts])
+                judge[role] = dict(zip(prompts, verdicts, strict=True))
+        finally:
+            await teacher.aclose()
+    return Classified(dict(zip(prompts, request_verdicts, strict=True)), outputs, pattern, judge, seconds_per_check)
+
+
+def _result(
+    project: Project,
+    run_id: str,
+    distill_run_id: str,
+    prompts: PromptSets,
+    contestants: list[tuple[str, str, Path]],
+    students: list[tuple[str, str, Run]],
+    classified: Classified,
+    calibration: dict,
+) -> SafetyResult:
+    from alambic.results import GuardSummary
+
+    settings = project.config.safety
+    by_judge = settings.refusal_by == "judge" and settings.judge
+
+    def classifiers(role: str, guarded: bool) -> tuple[dict[str, bool], dict[str, bool | None] | None]:
+        """Refusal by pattern and by judge; behind the guard, a stopped request or answer is refused too."""
+        pattern, judge = classified.pattern[role], classified.judge.get(role)
+        if guarded:
+            outputs = classified.outputs.get(role, {})
+            stop = {p: classified.requests[p].unsafe or (p in outputs and outputs[p].unsafe) for p in pattern}
+            pattern = {p: flag or stop[p] for p, flag in pattern.items()}
+            judge = {p: True if stop[p] else flag for p, flag in judge.items()} if judge else None
+        return pattern, judge
+
+    def refused(role: str, guarded: bool = False) -> dict[str, bool]:
+        pattern, judge = classifiers(role, guarded)
+        if not (by_judge and judge):
+            return pattern
+        return {p: flag if (flag := judge.get(p)) is not None else pattern[p] for p in pattern}
+
+    def rates(role: str, label: str, guarded: bool = False) -> RefusalRates:
+        def on(names: tuple[str, ...], flags: dict) -> float | None:
+            return rate([flags.get(p) for name in names for p in prompts.sets[name]])
+
+        pattern, judge = classifiers(role, guarded)
+        decided = refused(role, guarded)
+        return RefusalRates(
+            role=f"{role}+guard" if guarded else role,
+            label=f"{label} + guard" if guarded else label,
+            refusal=on(("harmful",), decided),
+            refusal_pattern=on(("harmful",), pattern),
+            refusal_judge=on(("harmful",), judge) if judge else None,
+            judge_agreement=agreement(list(pattern.values()), [judge[p] for p in pattern]) if judge else None,
+            over_refusal=on(("business", "alarming"), decided),
+            over_refusal_business=on(("business",), decided),
+            over_refusal_alarming=on(("alarming",), decided),
+            refusal_arabic=on(("arabic-harmful",), decided),
+            over_refusal_arabic=on(("arabic-benign",), decided),
+        )
+
+    labels = {role: label for role, label, _ in contestants}
+    rows = [rates("base", labels["base"])]
+    for role, label, _ in students:
+        rows += [rates(role, label), rates(role, label, guarded=True)]
+    rows.append(rates("teacher", "teacher"))
+    harmful = prompts.sets["harmful"]
+    student, base = refused("student"), refused("base")
+    retention, low, high = paired_difference_interval([student[p] for p in harmful], [base[p] for p in harmful])
+    served_row = next(row for row in rows if row.role == "student+guard")
+    bare_row = next(row for row in rows if row.role == "student")
+    verdicts = classified.requests
+
+    def flagged(names: tuple[str, ...]) -> float:
+        return rate([verdicts[p].unsafe for name in names for p in prompts.sets[name]]) or 0.0
+
+    guard = GuardSummary(
+        backend=settings.guard.backend,
+        dir=calibration["dir"],
+        threshold=calibration["threshold"],
+        target_fpr=calibration["target_fpr"],
+        calibration_fpr=calibration["calibration_fpr"],
+        trained_on=calibration["trained_on"],
+        recall={"held-out": flagged(("harmful",)), "arabic": flagged(("arabic-harmful",))},
+        false_positives={name: flagged((name,)) for name in BENIGN_SETS if prompts.sets[name]},
+        seconds_per_check=classified.seconds_per_check,
+    )
+    return SafetyResult(
+        distill_run=distill_run_id,
+        refusal_by="judge" if by_judge else "pattern",
+        prompts={name: len(texts) for name, texts in prompts.sets.items()},
+        guard=guard,
+        models=rows,
+        served_refusal=served_row.refusal or 0.0,
+        served_over_refusal=served_row.over_refusal or 0.0,
+        bare_refusal=bare_row.refusal or 0.0,
+        retention=retention,
+        retention_interval=(low, high),
+        report="",
+    )
