@@ -50,6 +50,15 @@ def benign_examples(business: list[str]) -> dict[str, list[str]]:
     }
 
 
+def check_guard_reachable(project: Project) -> None:
+    """Fails with the endpoint in the message, before any work, when an openai guard does not answer."""
+    if project.config.safety.guard.backend == "openai":
+        calibration = RemoteCalibration(
+            backend="openai", model="", threshold=0.5, target_fpr=0.0, calibration_fpr=0.0, calibrated_on=0
+        )
+        asyncio.run(open_remote(project, calibration).aclose())
+
+
 def train_project_guard(
     project: Project, directory: Path, business: list[str], teacher_unsafe: list[Example]
 ) -> dict[str, Any]:

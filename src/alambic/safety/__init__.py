@@ -17,7 +17,7 @@ from alambic.dataset import latest_synth_run, split_items
 from alambic.errors import AlambicError
 from alambic.guard import UNSAFE_SUBJECTS, Exchange, Guard, Verdict
 from alambic.guard.embedded import Example, harmbench_behaviours, packaged_lines
-from alambic.guard.loading import held_out, open_guard, train_project_guard
+from alambic.guard.loading import check_guard_reachable, held_out, open_guard, train_project_guard
 from alambic.guard.refusal import RefusalJudge, is_refusal
 from alambic.hashing import stable_hash
 from alambic.models import Message, Sampling, teacher_id
@@ -63,9 +63,10 @@ def run(project: Project, console: Console) -> StageReport:
     )
     inputs_hash = stable_hash([r.id for _, _, r in students], prompts.sets, [i.key for i in splits["train"]])
     run_id = f"safety-{stable_hash(config_hash, inputs_hash)[:12]}"
-    run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
-    if run.state == "done":
-        return StageReport(STAGE, run_id, True, run.result(SafetyResult))
+    if (done := ledger.run(run_id)) is not None and done.state == "done":
+        return StageReport(STAGE, run_id, True, done.result(SafetyResult))
+    check_guard_reachable(project)
+    ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
 
     guard_dir = project.artifact_dir(f"guard-{run_id}")
     with console.status("safety: training and calibrating the guard"):
