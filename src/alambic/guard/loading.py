@@ -92,10 +92,7 @@ def train_project_guard(
             backend=backend, model="", threshold=0.5, target_fpr=0.0, calibration_fpr=0.0, calibrated_on=0
         ),
     )
-    try:
-        scores = [v.score for v in asyncio.run(_check_all(guard, texts))]
-    finally:
-        asyncio.run(guard.aclose())
+    scores = asyncio.run(_scores_then_close(guard, texts))
     # The teacher's verdicts are 0 or 1: no threshold between them would change which it flags.
     threshold = 0.5 if backend == "teacher" else _threshold_of(scores, settings.guard.target_fpr)
     calibration = RemoteCalibration(
@@ -124,8 +121,11 @@ def _threshold_of(scores: list[float], target_fpr: float) -> float:
     return _threshold(np.asarray(scores), target_fpr)
 
 
-async def _check_all(guard: Guard, texts: list[str]) -> list:
-    return await guard.check([Exchange(text) for text in texts])
+async def _scores_then_close(guard: Guard, texts: list[str]) -> list[float]:
+    try:
+        return [verdict.score for verdict in await guard.check([Exchange(text) for text in texts])]
+    finally:
+        await guard.aclose()
 
 
 def open_guard(project: Project, directory: Path) -> Guard:

@@ -26,7 +26,7 @@ from alambic.models.hf import HFChat
 from alambic.models.teacher import Teacher
 from alambic.project import Project
 from alambic.prompts import Prompts
-from alambic.results import DistillResult, RefusalRates, SafetyResult
+from alambic.results import DistillResult, GuardSummary, RefusalRates, SafetyResult
 from alambic.safety.measure import agreement, paired_difference_interval, rate
 from alambic.safety.report import write_safety_report
 from alambic.stage import StageReport, progress_bar
@@ -35,7 +35,6 @@ from alambic.store.ledger import Run
 
 STAGE = "safety"
 HF_BATCH = 8
-HARMFUL_SETS = ("harmful", "arabic-harmful")
 BENIGN_SETS = ("business", "alarming", "arabic-benign")
 
 
@@ -279,8 +278,6 @@ def _result(
     classified: Classified,
     calibration: dict,
 ) -> SafetyResult:
-    from alambic.results import GuardSummary
-
     settings = project.config.safety
     by_judge = settings.refusal_by == "judge" and settings.judge
 
