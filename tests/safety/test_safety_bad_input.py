@@ -1,5 +1,6 @@
 """Bad safety settings and guards: one-line errors that name the key or endpoint, and an intact ledger."""
 
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -38,14 +39,21 @@ def runs(project: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("extra", "stage", "mentions"),
     [
-        ("[release.gate]\nmin_served_refusal = 1.5\n", "release", "[release.gate.min_served_refusal]"),
-        ("[release.gate]\nmax_served_over_refusal = -0.1\n", "release", "[release.gate.max_served_over_refusal]"),
+        ("min_served_refusal = 1.5", "release", "[release.gate.min_served_refusal]"),
+        ("max_served_over_refusal = -0.1", "release", "[release.gate.max_served_over_refusal]"),
         ('[safety.guard]\nbackend = "openai"\n', "safety", "guard backend 'openai' needs base_url"),
         ("[safety.guard]\ntarget_fpr = 0\n", "safety", "[safety.guard.target_fpr]"),
     ],
 )
 def test_settings_out_of_range(finished_project: Path, tmp_path: Path, extra: str, stage: str, mentions: str) -> None:
-    project = copy_with(finished_project, tmp_path, "\n" + extra)
+    if extra.startswith("["):
+        project = copy_with(finished_project, tmp_path, "\n" + extra)
+    else:  # a key of the test project's own [release.gate]: changed in place
+        project = copy_with(finished_project, tmp_path, "")
+        toml = project / "alambic.toml"
+        key = extra.split(" = ")[0]
+        text = re.sub(rf"^{key} = .*$", extra, toml.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        toml.write_text(text, encoding="utf-8")
     before = runs(project)
     assert mentions in one_line_error(project, stage)
     assert runs(project) == before

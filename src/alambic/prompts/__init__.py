@@ -10,6 +10,10 @@ import jinja2
 from alambic.hashing import stable_hash
 from alambic.models.base import Message
 
+# Prompts that only classify (the guard, refusal judging) and never write training data: synth's runs must not
+# be redone when they change.
+CLASSIFYING_PROMPTS = ("guard-judge.", "refusal-judge.")
+
 
 class Prompts:
     def __init__(self, project_root: Path) -> None:
@@ -34,8 +38,12 @@ class Prompts:
         ]
 
     def fingerprint(self) -> str:
-        """Changes whenever any template, packaged or the project's, changes."""
-        names = sorted(set(self._env.list_templates(extensions=["j2"])))
+        """Changes whenever any template that writes training data, packaged or the project's, changes."""
+        names = sorted(
+            name
+            for name in set(self._env.list_templates(extensions=["j2"]))
+            if not name.startswith(CLASSIFYING_PROMPTS)
+        )
         return self.version(*(name.removesuffix(".j2") for name in names))
 
     def version(self, *names: str) -> str:
