@@ -40,7 +40,7 @@ class RefusalJudge:
     def __init__(self, teacher: Teacher, prompts: Prompts) -> None:
         self.teacher, self.prompts = teacher, prompts
 
-    async def judge(self, pairs: list[tuple[str, str]], on_done: Any = None) -> list[bool | None]:
+    async def judge(self, pairs: list[tuple[str, str]]) -> list[bool | None]:
         """For each (request, answer): True if a refusal, None where the judge's answer was unusable."""
         semaphore = asyncio.Semaphore(max(1, self.teacher.parallel))
 
@@ -49,8 +49,6 @@ class RefusalJudge:
             sampling = self.teacher.sampling(stable_hash("refusal-judge", messages), 16, json_schema=REFUSAL_SCHEMA)
             async with semaphore:
                 completion = await self.teacher.ask("refusal-judge", messages, sampling)
-            if on_done is not None:
-                on_done()
             try:
                 verdict = json.loads(completion.text)["refusal"]
             except (ValueError, KeyError, TypeError):

@@ -148,11 +148,3 @@ def _completion_text(raw: bytes) -> str:
     except (ValueError, KeyError, IndexError, TypeError):
         return raw.decode("utf-8", "replace")
 
-
-def guard_counts(ledger: Ledger) -> dict[str, int]:
-    """Guard decisions so far: passed, and hits by category."""
-    counts: dict[str, int] = {}
-    for item in ledger.items("serve", kind="guard-decision"):
-        name = item.payload.get("category") or "unsafe" if item.payload.get("unsafe") else "passed"
-        counts[name] = counts.get(name, 0) + 1
-    return counts
