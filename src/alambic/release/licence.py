@@ -73,26 +73,10 @@ def facts_from_name(name: str) -> ModelFacts:
 
 
 def _front_matter(readme: Path) -> dict:
-    """The simple `key: value` and `key:\\n- item` lines of a model card's YAML front matter."""
-    if not readme.is_file():
-        return {}
-    lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return {}
-    found: dict = {}
-    key = None
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        if line.startswith(("- ", "  - ")) and key:
-            found.setdefault(key, [])
-            if isinstance(found[key], list):
-                found[key].append(line.split("-", 1)[1].strip().strip("'\""))
-        elif ":" in line and not line.startswith(" "):
-            key, value = (part.strip() for part in line.split(":", 1))
-            if value:
-                found[key] = value.strip("'\"")
-    return found
+    """The model card's YAML front matter (huggingface_hub reads it as the Hub does)."""
+    from huggingface_hub.repocard import metadata_load
+
+    return (metadata_load(readme) or {}) if readme.is_file() else {}
 
 
 @dataclass
