@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from alambic.errors import AlambicError
+from alambic.results import DistillResult
 from alambic.store.ledger import Item, Ledger, Run
 
 
@@ -14,6 +15,33 @@ def latest_synth_run(ledger: Ledger) -> Run:
     if run is None:
         raise AlambicError("no finished synth run in this project; run `alambic synth` first")
     return run
+
+
+def latest_distill_run(ledger: Ledger) -> Run:
+    run = ledger.latest_done("distill")
+    if run is None:
+        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    return run
+
+
+METHODS = ("sft", "kd", "sparse", "gkd")
+
+
+def compared_runs(ledger: Ledger, latest: Run) -> list[Run]:
+    """The latest finished distill run of each method trained on the same dataset as the latest run."""
+    by_method: dict[str, Run] = {}
+    dataset = latest.result(DistillResult).dataset
+    for run in ledger.runs():
+        if run.stage == "distill" and run.state == "done" and (result := run.result(DistillResult)).dataset == dataset:
+            by_method[result.method] = run
+    by_method[latest.result(DistillResult).method] = latest
+    return [by_method[method] for method in METHODS if method in by_method]
+
+
+def student_name(run: Run, latest: bool, several: bool) -> tuple[str, str]:
+    """(role, label): the latest run's student is "student" (the one release ships); others are named by method."""
+    method = run.result(DistillResult).method
+    return ("student" if latest else f"student-{method}"), (f"student ({method})" if several else "student")
 
 
 def latest_curate_run(ledger: Ledger, synth_run: Run) -> Run | None:

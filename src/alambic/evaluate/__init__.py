@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from alambic.config import TeacherSection
-from alambic.dataset import latest_synth_run, split_items
+from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
@@ -45,9 +45,7 @@ class Contestant:
 def run(project: Project, console: Console) -> StageReport:
     started = time.monotonic()
     config, ledger = project.config, project.ledger
-    distill_run = ledger.latest_done("distill")
-    if distill_run is None:
-        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    distill_run = latest_distill_run(ledger)
     heldout = [item for item in split_items(ledger, latest_synth_run(ledger))["heldout"] if item.kind == "qa"]
     heldout = heldout[: config.evaluate.max_questions]
     if not heldout:
@@ -156,26 +154,9 @@ def run(project: Project, console: Console) -> StageReport:
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
-METHODS = ("sft", "kd", "sparse", "gkd")
-
-
-def compared_runs(ledger: Ledger, latest: Run) -> list[Run]:
-    """The latest finished distill run of each method trained on the same dataset as the latest run."""
-    by_method: dict[str, Run] = {}
-    dataset = latest.result(DistillResult).dataset
-    for run in ledger.runs():
-        if run.stage == "distill" and run.state == "done" and (result := run.result(DistillResult)).dataset == dataset:
-            by_method[result.method] = run
-    by_method[latest.result(DistillResult).method] = latest
-    return [by_method[method] for method in METHODS if method in by_method]
-
-
 def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
-    """The latest run's student is "student" (the one release ships); others are named by method."""
-    result = run.result(DistillResult)
-    role = "student" if latest else f"student-{result.method}"
-    label = f"student ({result.method})" if several else "student"
-    return Contestant(role, label, False, Path(result.student_dir))
+    role, label = student_name(run, latest, several)
+    return Contestant(role, label, False, Path(run.result(DistillResult).student_dir))
 
 
 def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from alambic.dataset import latest_distill_run
 from alambic.errors import AlambicError
 from alambic.hashing import file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_REPO, embedded_gguf, transformers_dir
@@ -40,9 +41,7 @@ STAGE = "release"
 def run(project: Project, console: Console, override: str | None = None) -> StageReport:
     started = time.monotonic()
     ledger, settings = project.ledger, project.config.release
-    distill_run = ledger.latest_done("distill")
-    if distill_run is None:
-        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    distill_run = latest_distill_run(ledger)
     student = ledger.artifact(f"student-{distill_run.id}")
     if student is None or not Path(student.path).is_dir():
         raise AlambicError(f"the student of {distill_run.id} is missing from .alambic/artifacts; run distill again")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from alambic.dataset import latest_synth_run, split_items
+from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
 from alambic.guard import UNSAFE_SUBJECTS, Exchange, Guard, Verdict
 from alambic.guard.embedded import Example, harmbench_behaviours, packaged_lines
@@ -49,9 +49,7 @@ class PromptSets:
 def run(project: Project, console: Console) -> StageReport:
     started = time.monotonic()
     config, ledger = project.config, project.ledger
-    distill_run = ledger.latest_done("distill")
-    if distill_run is None:
-        raise AlambicError("no finished distill run in this project; run `alambic distill` first")
+    distill_run = latest_distill_run(ledger)
     synth_run = latest_synth_run(ledger)
     splits = split_items(ledger, synth_run)
     teacher_unsafe = unsafe_requests(ledger)
@@ -141,22 +139,9 @@ def alarming_questions(project: Project) -> list[str]:
 
 
 def compared_students(ledger: Ledger, latest: Run) -> list[tuple[str, str, Run]]:
-    """(role, label, run) of the latest distill run of each method on the latest run's dataset."""
-    dataset = latest.result(DistillResult).dataset
-    by_method: dict[str, Run] = {}
-    for run in ledger.runs():
-        if run.stage == "distill" and run.state == "done" and (result := run.result(DistillResult)).dataset == dataset:
-            by_method[result.method] = run
-    by_method[latest.result(DistillResult).method] = latest
-    several = len(by_method) > 1
-    return [
-        (
-            "student" if run.id == latest.id else f"student-{method}",
-            f"student ({method})" if several else "student",
-            run,
-        )
-        for method, run in sorted(by_method.items(), key=lambda pair: pair[1].id != latest.id)
-    ]
+    """(role, label, run) of each student evaluate compares, named as evaluate names them."""
+    runs = compared_runs(ledger, latest)
+    return [(*student_name(run, run.id == latest.id, len(runs) > 1), run) for run in runs]
 
 
 class AnswerStore:

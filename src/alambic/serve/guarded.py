@@ -147,4 +147,3 @@ def _completion_text(raw: bytes) -> str:
         return message_text(json.loads(raw)["choices"][0]["message"].get("content"))
     except (ValueError, KeyError, IndexError, TypeError):
         return raw.decode("utf-8", "replace")
-
