@@ -74,7 +74,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def served_refusals(root: Path, model: str, prompts: list[str], max_tokens: int) -> float:
+def served_refusals(root: Path, model: str, prompt_sets: list[list[str]], max_tokens: int) -> list[float]:
+    """The share refused of each set of prompts, asked of one `alambic serve` through the openai SDK."""
     from openai import OpenAI
 
     port = free_port()
@@ -91,13 +92,16 @@ def served_refusals(root: Path, model: str, prompts: list[str], max_tokens: int)
                     raise RuntimeError("alambic serve did not come up") from None
                 time.sleep(1)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        refused = 0
-        for prompt in prompts:
-            choice = client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0
-            ).choices[0]
-            refused += choice.finish_reason == "content_filter" or is_refusal(choice.message.content or "")
-        return refused / len(prompts)
+        shares = []
+        for prompts in prompt_sets:
+            refused = 0
+            for prompt in prompts:
+                choice = client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0
+                ).choices[0]
+                refused += choice.finish_reason == "content_filter" or is_refusal(choice.message.content or "")
+            shares.append(refused / len(prompts))
+        return shares
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -141,8 +145,7 @@ def run() -> list[dict]:
         student.chat([{"role": "user", "content": prompt}], sampling)
     answer_seconds = (time.monotonic() - began) / len(benign)
     student.close()
-    served = served_refusals(root, released.name, harmful, settings.safety.max_new_tokens)
-    over = served_refusals(root, released.name, benign, settings.safety.max_new_tokens)
+    served, over = served_refusals(root, released.name, [harmful, benign], settings.safety.max_new_tokens)
     gate = settings.release.gate
     base_row = next(row for row in safety.models if row.role == "base")
     low, high = safety.retention_interval
