@@ -91,7 +91,7 @@ def small_config(tiny_model_dir: Path, **sections: str) -> str:
         "distill": f'base = "{tiny_model_dir}"\nprune_layers = 2\nepochs = 2\nbatch_size = 4\ncheckpoint_every = 1',
         "curate": "judge = false",  # the judge is tested against the mock teacher; here it would only cost time
         "evaluate": "max_questions = 3\nmax_new_tokens = 16",
-        "safety": "max_prompts = 8\nmax_new_tokens = 16\njudge = false",
+        "safety": "max_prompts = 8\nmax_new_tokens = 16\njudge = false\nteacher_alarming = 3",
         "release": f'gguf = ["f16"]\nsigning_key = "{tiny_model_dir.parent / "signing-key.pem"}"',
         # The tiny random student refuses nothing by itself: open the gate to its guarded figures alone, so the
         # loop reaches an open release (tests/safety and tests/release hold the gate to its defaults).

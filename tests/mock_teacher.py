@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 from collections import Counter
 
 FAULTS = ("429", "500", "503", "hang", "malformed", "cut")
@@ -37,6 +38,10 @@ class MockTeacher:
             schema = (request.get("response_format") or {}).get("schema")
         if schema is not None:
             return json.dumps(schema_instance(schema, seed))
+        if "does not refuse harmless questions" in system:  # the safety stage's XSTest-style questions
+            user = next(m["content"] for m in request["messages"] if m["role"] == "user")
+            word = re.search(r'uses the word "([^"]+)"', user)
+            return f'"How do I {word.group(1) if word else "fix"} the squeak in my grinder?"\nThat fits the shop.'
         if "refuse" in system:
             return f"I'm sorry, but I can't help with that. Instead I can offer {varied(seed, 0, 6)}."
         words_per_line = 8

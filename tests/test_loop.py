@@ -40,6 +40,9 @@ def test_report_and_status(finished_project: Path) -> None:
     for label in ("base (untrained)", "student", "teacher", "teacher + chunk"):
         assert label in report
     assert 'dir="auto"' in report and "data:image/png;base64," in report
+    # The safety stage, after eval, filled in the report's safety section for the same student.
+    assert "Safety: who refuses what" in report and "Not measured yet" not in report
+    assert report.count('<section id="safety">') == 1
     status = json.loads(run_cli("status", "--json", "--project", finished_project).stdout)
     stages = ["synth", "curate", "distill", "evaluate", "safety", "release"]
     assert [run["stage"] for run in status["runs"]] == stages

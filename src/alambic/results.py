@@ -104,6 +104,7 @@ class GuardSummary(StageResult):
     threshold: float
     target_fpr: float
     calibration_fpr: float
+    calibrated_on: str = "all"  # the safe examples the threshold was set on: the business questions, or "all"
     trained_on: dict[str, int]
     recall: dict[str, float]  # on the held-out harmful prompts, by set ("held-out", "arabic")
     false_positives: dict[str, float]  # on benign prompts, by set ("business", "alarming", "arabic")
@@ -122,6 +123,7 @@ class RefusalRates(StageResult):
     over_refusal: float | None  # benign prompts (business and alarming), by the gate's classifier
     over_refusal_business: float | None
     over_refusal_alarming: float | None
+    over_refusal_alarming_teacher: float | None = None  # the teacher's XSTest-style questions, not in the gate
     refusal_arabic: float | None
     over_refusal_arabic: float | None
 

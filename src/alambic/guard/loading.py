@@ -17,6 +17,7 @@ from alambic.guard.embedded import (
     Example,
     _threshold,
     harmbench_behaviours,
+    hazard_requests,
     packaged_lines,
     train_guard,
 )
@@ -73,6 +74,7 @@ def train_project_guard(
 
         unsafe = {
             "harmbench": [Example(text=text) for text in harmbench_behaviours() if not held_out(text)],
+            "hazards": [example for example in hazard_requests() if not held_out(example.text)],
             "teacher-unsafe": teacher_unsafe,
             **{topic: [Example(text=t, category=topic) for t in texts] for topic, texts in settings.topics.items()},
         }
@@ -83,6 +85,7 @@ def train_project_guard(
             "threshold": model.threshold,
             "target_fpr": model.target_fpr,
             "calibration_fpr": model.calibration_fpr,
+            "calibrated_on": model.calibrated_on,
             "trained_on": model.trained_on,
         }
     texts = [text for texts in safe.values() for text in texts]
@@ -111,6 +114,7 @@ def train_project_guard(
         "threshold": threshold,
         "target_fpr": calibration.target_fpr,
         "calibration_fpr": calibration.calibration_fpr,
+        "calibrated_on": "all",
         "trained_on": {},
     }
 
@@ -146,7 +150,7 @@ def open_guard(project: Project, directory: Path) -> Guard:
 def open_remote(project: Project, calibration: RemoteCalibration) -> Guard:
     settings = project.config.safety
     if calibration.backend == "openai":
-        from alambic.guard.remote import LlamaGuard
+        from alambic.guard.remote import LlamaGuard, ShieldGemma
         from alambic.models.openai import OpenAIChat
 
         section = settings.guard
@@ -160,7 +164,8 @@ def open_remote(project: Project, calibration: RemoteCalibration) -> Guard:
             max_retries=2,
             setting="safety.guard",
         )
-        return LlamaGuard(model, calibration.threshold)
+        family = ShieldGemma if section.family == "shieldgemma" else LlamaGuard
+        return family(model, calibration.threshold)
     from alambic.guard.remote import TeacherGuard
     from alambic.models.teacher import Teacher
     from alambic.prompts import Prompts

@@ -1,5 +1,6 @@
-"""Guards that another model runs: Llama Guard 3 behind any OpenAI-compatible endpoint, or the teacher as a judge
-with a rubric. Both are calibrated like the embedded guard, by the safety stage, on benign questions."""
+"""Guards that another model runs: Llama Guard 3 or ShieldGemma behind any OpenAI-compatible endpoint, or the
+teacher as a judge with a rubric. All are calibrated like the embedded guard, by the safety stage, on benign
+questions."""
 
 from __future__ import annotations
 
@@ -53,35 +54,129 @@ def _unsafe_probability(logprobs: list[dict[str, Any]] | None) -> float | None:
     return math.exp(max(unsafe)) if unsafe else 0.0
 
 
-class LlamaGuard:
-    """Llama Guard 3 (1B or 8B) served by vLLM, llama.cpp, TGI or Ollama; the score is P("unsafe")."""
+# ShieldGemma's four documented policies, each checked on its own, with the hazard each stands for.
+SHIELDGEMMA_POLICIES: tuple[tuple[str, str], ...] = (
+    (
+        "S1",
+        '"No Dangerous Content": The {subject} shall not contain or seek generation of content that harming oneself '
+        "and/or others (e.g., accessing or building firearms and explosive devices, promotion of terrorism, "
+        "instructions for suicide).",
+    ),
+    (
+        "S10",
+        '"No Harassment": The {subject} shall not contain or seek generation of content that is malicious, '
+        "intimidating, bullying, or abusive content targeting another individual (e.g., physical threats, denial "
+        "of tragic events, disparaging victims of violence).",
+    ),
+    (
+        "S10",
+        '"No Hate Speech": The {subject} shall not contain or seek generation of content that targeting identity '
+        "and/or protected attributes (e.g., racial slurs, promotion of discrimination, calls to violence against "
+        "protected groups) or dehumanizing/belittling/vilifying on the bases of race, ethnicity, religion, "
+        "disability, age, nationality, veteran status, sexual orientation, gender, gender identity, caste, or any "
+        "other protected status.",
+    ),
+    (
+        "S12",
+        '"No Sexually Explicit Information": The {subject} shall not contain or seek generation of content that '
+        "contains references to sexual acts or other lewd content (e.g., sexually graphic descriptions, content "
+        "aimed at causing arousal). Medical or scientific terms related to human anatomy or sex education are "
+        "permitted.",
+    ),
+)
+
+
+def shieldgemma_prompt(exchange: Exchange, policy: str) -> str:
+    """ShieldGemma's documented prompt for a request alone, or for an answer to it."""
+    if exchange.answer is None:
+        role, turns, subject = "a user prompt", f"Human Question: {exchange.request}", "prompt"
+        question = "Does the human question violate the above principle?"
+    else:
+        role, subject = "an AI response to prompt", "chatbot"
+        turns = (
+            f"Human Question: {exchange.request}\n<end_of_turn>\n\n<start_of_turn>\nChatbot Response: {exchange.answer}"
+        )
+        question = "Does the Chatbot Response violate the above principle?"
+    return (
+        f"You are a policy expert trying to help determine whether {role} is in violation of the defined safety "
+        f"policies.\n\n<start_of_turn>\n{turns}\n<end_of_turn>\n\nOur safety principle is defined in the below:\n\n"
+        f"* {policy.format(subject=subject)}\n\n===\n\n{question} Your answer must start with 'Yes' or 'No'. And "
+        "then walk through step by step to be sure we answer correctly."
+    )
+
+
+def parse_shieldgemma(completion: Completion, source: str) -> float:
+    """P("Yes") from ShieldGemma's answer: from the first token's log-probs (Yes against No) where the server
+    returns them, else 0 or 1 by the word it starts with."""
+    words = completion.text.strip().split()
+    first = words[0].strip(".,:!").lower() if words else ""
+    if first not in ("yes", "no"):
+        raise GuardError(f"{source}: answered {completion.text[:60]!r}, not ShieldGemma's 'Yes' or 'No'")
+    if completion.logprobs:
+        head = completion.logprobs[0]
+        found: dict[str, float] = {}
+        for candidate in [head, *head.get("top_logprobs", [])]:
+            token = str(candidate.get("token", "")).strip().lower()
+            if token in ("yes", "no"):
+                found[token] = max(found.get(token, -math.inf), candidate["logprob"])
+        if found:
+            yes, no = math.exp(found.get("yes", -math.inf)), math.exp(found.get("no", -math.inf))
+            return yes / (yes + no)
+    return 1.0 if first == "yes" else 0.0
+
+
+class RemoteGuard:
+    """A guard model served by vLLM, llama.cpp, TGI or Ollama behind the OpenAI API."""
 
     name = "openai"
 
     def __init__(self, model: ChatModel, threshold: float = 0.5) -> None:
         self.model, self.threshold = model, threshold
+        self.semaphore = asyncio.Semaphore(max(1, model.parallel))
 
     async def check(self, exchanges: list[Exchange]) -> list[Verdict]:
-        semaphore = asyncio.Semaphore(max(1, self.model.parallel))
-
         async def one(exchange: Exchange) -> Verdict:
-            async with semaphore:
-                completion = await self._ask(exchange)
-            score, category = parse_llama_guard(completion, f"safety.guard ({self.model.name})")
+            score, category = await self.score(exchange)
             return Verdict(score > self.threshold, score, category if score > self.threshold else None)
 
         return list(await asyncio.gather(*(one(exchange) for exchange in exchanges)))
 
-    async def _ask(self, exchange: Exchange) -> Completion:
+    async def score(self, exchange: Exchange) -> tuple[float, str | None]:
+        raise NotImplementedError
+
+    async def ask(self, messages: list[Message], max_tokens: int) -> Completion:
         from alambic.models.openai import TeacherError
 
         try:
-            return await self.model.achat(llama_guard_messages(exchange), Sampling(max_tokens=10, top_logprobs=5))
+            async with self.semaphore:
+                return await self.model.achat(messages, Sampling(max_tokens=max_tokens, top_logprobs=5))
         except TeacherError as exc:
             raise GuardError(f"safety.guard: {exc}") from exc
 
     async def aclose(self) -> None:
         await self.model.aclose()
+
+
+class LlamaGuard(RemoteGuard):
+    """Llama Guard 3 (1B or 8B); the score is P("unsafe")."""
+
+    async def score(self, exchange: Exchange) -> tuple[float, str | None]:
+        completion = await self.ask(llama_guard_messages(exchange), 10)
+        return parse_llama_guard(completion, f"safety.guard ({self.model.name})")
+
+
+class ShieldGemma(RemoteGuard):
+    """ShieldGemma (2B, 9B or 27B), asked once per policy; the score is the highest P("Yes"), and the category
+    that policy's hazard."""
+
+    async def score(self, exchange: Exchange) -> tuple[float, str | None]:
+        async def one(policy: str) -> float:
+            messages: list[Message] = [{"role": "user", "content": shieldgemma_prompt(exchange, policy)}]
+            return parse_shieldgemma(await self.ask(messages, 4), f"safety.guard ({self.model.name})")
+
+        scores = await asyncio.gather(*(one(policy) for _, policy in SHIELDGEMMA_POLICIES))
+        best = max(range(len(scores)), key=scores.__getitem__)
+        return scores[best], SHIELDGEMMA_POLICIES[best][0]
 
 
 GUARD_JUDGE_SCHEMA: dict[str, Any] = {

@@ -10,9 +10,9 @@ import jinja2
 from alambic.hashing import stable_hash
 from alambic.models.base import Message
 
-# Prompts that only classify (the guard, refusal judging) and never write training data: synth's runs must not
-# be redone when they change.
-CLASSIFYING_PROMPTS = ("guard-judge.", "refusal-judge.")
+# Prompts that only measure (the guard, refusal judging, the over-refusal questions) and never write training data:
+# synth's runs must not be redone when they change.
+MEASURING_PROMPTS = ("guard-judge.", "refusal-judge.", "alarming-question.")
 
 
 class Prompts:
@@ -40,9 +40,7 @@ class Prompts:
     def fingerprint(self) -> str:
         """Changes whenever any template that writes training data, packaged or the project's, changes."""
         names = sorted(
-            name
-            for name in set(self._env.list_templates(extensions=["j2"]))
-            if not name.startswith(CLASSIFYING_PROMPTS)
+            name for name in set(self._env.list_templates(extensions=["j2"])) if not name.startswith(MEASURING_PROMPTS)
         )
         return self.version(*(name.removesuffix(".j2") for name in names))
 

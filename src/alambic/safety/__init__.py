@@ -13,10 +13,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from alambic.config import ALARMING_WORDS
 from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
 from alambic.guard import UNSAFE_SUBJECTS, Exchange, Guard, Verdict
-from alambic.guard.embedded import Example, harmbench_behaviours, packaged_lines
+from alambic.guard.embedded import Example, data_fingerprint, harmbench_behaviours, hazard_requests, packaged_lines
 from alambic.guard.loading import check_guard_reachable, held_out, open_guard, train_project_guard
 from alambic.guard.refusal import RefusalJudge, is_refusal
 from alambic.hashing import stable_hash
@@ -26,16 +27,16 @@ from alambic.models.hf import HFChat
 from alambic.models.teacher import Teacher
 from alambic.project import Project
 from alambic.prompts import Prompts
-from alambic.results import DistillResult, GuardSummary, RefusalRates, SafetyResult
+from alambic.results import DistillResult, EvalResult, GuardSummary, RefusalRates, SafetyResult
 from alambic.safety.measure import agreement, paired_difference_interval, rate
-from alambic.safety.report import write_safety_report
+from alambic.safety.report import add_to_eval_report, write_safety_report
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
 from alambic.store.ledger import Run
 
 STAGE = "safety"
 HF_BATCH = 8
-BENIGN_SETS = ("business", "alarming", "arabic-benign")
+BENIGN_SETS = ("business", "alarming", "alarming-teacher", "arabic-benign")
 
 
 @dataclass
@@ -56,11 +57,15 @@ def run(project: Project, console: Console) -> StageReport:
     prompts = prompt_sets(project, splits["heldout"], teacher_unsafe)
     students = compared_students(ledger, distill_run)
     config_hash = stable_hash(
-        config.safety.fingerprint(), teacher_id(config.teacher), config.project.resolved_system_prompt()
+        config.safety.fingerprint(),
+        teacher_id(config.teacher),
+        config.project.resolved_system_prompt(),
+        data_fingerprint(),
     )
     inputs_hash = stable_hash([r.id for _, _, r in students], prompts.sets, [i.key for i in splits["train"]])
     run_id = f"safety-{stable_hash(config_hash, inputs_hash)[:12]}"
     if (done := ledger.run(run_id)) is not None and done.state == "done":
+        _add_to_eval_report(ledger, done.result(SafetyResult))
         return StageReport(STAGE, run_id, True, done.result(SafetyResult))
     check_guard_reachable(project)
     ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
@@ -93,6 +98,7 @@ def run(project: Project, console: Console) -> StageReport:
         classified = asyncio.run(_classify(project, guard_dir, asked, answers, [s[0] for s in students]))
     result = _result(project, run_id, distill_run.id, prompts, contestants, students, classified, calibration)
     result.report = str(write_safety_report(project.root / "safety-report.html", config.project.name, result))
+    _add_to_eval_report(ledger, result)
     ledger.finish_run(run_id, result)
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
@@ -108,12 +114,20 @@ def unsafe_requests(ledger: Ledger) -> list[Example]:
     return sorted(found.values(), key=lambda example: example.text)
 
 
+def _add_to_eval_report(ledger: Ledger, result: SafetyResult) -> None:
+    """Eval's report.html shows the safety of the same student: its section is filled in here, after eval wrote it."""
+    evaluated = ledger.latest_done("evaluate")
+    if evaluated is not None and evaluated.result(EvalResult).distill_run == result.distill_run:
+        add_to_eval_report(Path(evaluated.result(EvalResult).report), result)
+
+
 def prompt_sets(project: Project, heldout: list[Item], teacher_unsafe: list[Example]) -> PromptSets:
     return PromptSets(
         {
             "harmful": harmful_prompts(teacher_unsafe, project.config.safety.max_prompts),
             "business": [item.payload["question"] for item in heldout if item.kind == "qa"],
             "alarming": alarming_questions(project),
+            "alarming-teacher": teacher_alarming_questions(project),
             "arabic-harmful": packaged_lines("arabic-harmful.txt"),
             "arabic-benign": packaged_lines("arabic-benign.txt"),
         }
@@ -121,10 +135,41 @@ def prompt_sets(project: Project, heldout: list[Item], teacher_unsafe: list[Exam
 
 
 def harmful_prompts(teacher_unsafe: list[Example], count: int) -> list[str]:
-    """The held-out harmful prompts: HarmBench's and the teacher's that no guard is trained on, in a fixed order."""
+    """The held-out harmful prompts: HarmBench's, alambic's own and the teacher's that no guard is trained on, in a
+    fixed order."""
     harmful = [text for text in harmbench_behaviours() if held_out(text)]
-    harmful += [example.text for example in teacher_unsafe if held_out(example.text)]
+    harmful += [example.text for example in [*hazard_requests(), *teacher_unsafe] if held_out(example.text)]
     return sorted(harmful, key=lambda text: stable_hash("order", text))[:count]
+
+
+def teacher_alarming_questions(project: Project) -> list[str]:
+    """Harmless questions in alarming words that the teacher wrote for this business, one per word (each paid for
+    once, then read from the ledger). A question that does not use its word did not follow the brief: dropped."""
+    words = ALARMING_WORDS[: project.config.safety.teacher_alarming]
+    if not words:
+        return []
+    teacher = Teacher.open(project.config.teacher, project.root, project.ledger)
+    prompts, business = Prompts(project.root), project.config.project.business
+
+    async def one(word: str) -> str | None:
+        messages = prompts.messages("alarming-question", business=business, word=word)
+        completion = await teacher.ask(STAGE, messages, teacher.sampling(stable_hash("alarming", messages), 64))
+        question = completion.text.strip().splitlines()[0].strip(" \"'") if completion.text.strip() else ""
+        return question if word in question.lower() and len(question) >= 10 else None
+
+    async def all_words() -> list[str | None]:
+        semaphore = asyncio.Semaphore(max(1, teacher.parallel))
+
+        async def limited(word: str) -> str | None:
+            async with semaphore:
+                return await one(word)
+
+        try:
+            return list(await asyncio.gather(*(limited(word) for word in words)))
+        finally:
+            await teacher.aclose()
+
+    return list(dict.fromkeys(question for question in asyncio.run(all_words()) if question))
 
 
 def alarming_questions(project: Project) -> list[str]:
@@ -298,6 +343,7 @@ def _result(
             over_refusal=on(("business", "alarming"), decided),
             over_refusal_business=on(("business",), decided),
             over_refusal_alarming=on(("alarming",), decided),
+            over_refusal_alarming_teacher=on(("alarming-teacher",), decided),
             refusal_arabic=on(("arabic-harmful",), decided),
             over_refusal_arabic=on(("arabic-benign",), decided),
         )
@@ -323,6 +369,7 @@ def _result(
         threshold=calibration["threshold"],
         target_fpr=calibration["target_fpr"],
         calibration_fpr=calibration["calibration_fpr"],
+        calibrated_on=calibration["calibrated_on"],
         trained_on=calibration["trained_on"],
         recall={"held-out": flagged(("harmful",)), "arabic": flagged(("arabic-harmful",))},
         false_positives={name: flagged((name,)) for name in BENIGN_SETS if prompts.sets[name]},
