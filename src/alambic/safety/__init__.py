@@ -72,9 +72,10 @@ def run(project: Project, console: Console) -> StageReport:
 
     guard_dir = project.artifact_dir(f"guard-{run_id}")
     with console.status("safety: training and calibrating the guard"):
-        business = [item.payload["question"] for item in splits["train"] if item.kind == "qa"]
+        qa = [item for item in splits["train"] if item.kind == "qa"]
+        business, answers = [i.payload["question"] for i in qa], [i.payload["answer"] for i in qa]
         training_unsafe = [example for example in teacher_unsafe if not held_out(example.text)]
-        calibration = train_project_guard(project, guard_dir, business, training_unsafe)
+        calibration = train_project_guard(project, guard_dir, business, answers, training_unsafe)
     ledger.add_artifact(
         Artifact(f"guard-{run_id}", run_id, "guard", str(guard_dir), None, 0, calibration, time.time()),
         parents=[f"student-{distill_run.id}"],
@@ -109,7 +110,7 @@ def unsafe_requests(ledger: Ledger) -> list[Example]:
     found = {}
     for item in ledger.items("synth", kind="safety"):
         request = str(item.payload.get("question", "")).strip()
-        if request:
+        if request and item.payload.get("category") != "generic":  # the packaged ones are alambic's, not the teacher's
             found[request] = Example(text=request, category=UNSAFE_SUBJECTS.get(item.payload.get("category", "")))
     return sorted(found.values(), key=lambda example: example.text)
 
@@ -370,6 +371,7 @@ def _result(
         target_fpr=calibration["target_fpr"],
         calibration_fpr=calibration["calibration_fpr"],
         calibrated_on=calibration["calibrated_on"],
+        answer_threshold=calibration.get("answer_threshold"),
         trained_on=calibration["trained_on"],
         recall={"held-out": flagged(("harmful",)), "arabic": flagged(("arabic-harmful",))},
         false_positives={name: flagged((name,)) for name in BENIGN_SETS if prompts.sets[name]},

@@ -92,8 +92,11 @@ class Recipe(ABC):
         reason = answer_problem(question, answer, completion.finish_reason, engine.settings.min_answer_words)
         if reason is None and not self.refusals_expected and is_refusal(answer):
             reason = "refusal"
-        if reason is None and self.refusals_expected and not is_refusal(answer):
-            reason = "not_a_refusal"
+        if self.refusals_expected and (reason is not None or not is_refusal(answer)):
+            # A teacher that will not refuse (a small or uncensored one) must not leave the student without
+            # refusals: the business's own refusal message answers instead.
+            answer, reason = engine.config.safety.resolved_refusal_message(engine.business), None
+            base["refusal_from"] = "safety.refusal_message"
         system, user_turn = trained_as or (engine.system_prompt, question)
         payload = {
             **base,
