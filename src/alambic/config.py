@@ -120,6 +120,9 @@ class CurateSection(Section):
     min_chars: int = Field(2, ge=0, description="Shortest answer kept.")
     max_chars: int = Field(4000, ge=1, description="Longest answer kept.")
     language_check: bool = Field(True, description="Reject answers not in the language of their question.")
+    fact_check: bool = Field(
+        True, description="Reject training answers that do not state their question's answer fact (fact_missing)."
+    )
     minhash_threshold: float = Field(
         0.7, gt=0, le=1, description="Jaccard similarity above which items are duplicates."
     )

@@ -16,6 +16,7 @@ from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run,
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
+from alambic.facts import HANDOFF, answer_facts, contains
 from alambic.hashing import stable_hash
 from alambic.models import Completion, Message, Sampling, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
@@ -23,9 +24,11 @@ from alambic.models.embeddings import Embedder
 from alambic.models.hf import HFChat
 from alambic.models.teacher import Teacher
 from alambic.project import Project
+from alambic.prompts import Prompts
 from alambic.results import DistillResult, EvalResult, ModelScore
 from alambic.scoring import mean_kl, mean_loss
 from alambic.scoring.batches import encode
+from alambic.scoring.intervals import bootstrap_mean
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
 from alambic.store.ledger import Run
@@ -53,7 +56,9 @@ def run(project: Project, console: Console) -> StageReport:
     distilled = distill_run.result(DistillResult)
     compared = compared_runs(ledger, distill_run)
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
-    inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout])
+    facts = answer_facts(ledger, Prompts(project.root), [item.key for item in heldout])
+    # Facts join the inputs only when there are some, so that an evaluation made before facts stays done.
+    inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout], *([facts] if facts else []))
     run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
@@ -90,7 +95,6 @@ def run(project: Project, console: Console) -> StageReport:
             answers[contestant.role] = _answer_locally(pending, model, sampling)
         if reference is not None:
             losses["teacher"] = _heldout_loss(reference.model, reference.tokenizer, heldout)
-            del reference
         remote = [c for c in contestants if c.model_dir is None]
         teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in remote]
         if any(a.todo for a in teacher_answers):
@@ -107,10 +111,14 @@ def run(project: Project, console: Console) -> StageReport:
         tokens = sum(a.payload["completion_tokens"] for a in answers[contestant.role])
         seconds = sum(a.payload["seconds"] for a in answers[contestant.role])
         cosines = embedder.cosine(texts, references)
+        recall = fact_recall(heldout, texts, facts)
         rows.append(
             ModelScore(
                 role=contestant.role,
                 label=contestant.label,
+                fact_recall=recall[0] if recall else None,
+                fact_recall_interval=recall[1:] if recall else None,
+                fluency_nll=fluency(reference, heldout, texts) if reference is not None else None,
                 f1=sum(map(token_f1, texts, references)) / len(texts),
                 cosine=sum(cosines) / len(cosines),
                 heldout_loss=losses.get(contestant.role),
@@ -119,6 +127,8 @@ def run(project: Project, console: Console) -> StageReport:
                 size=sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
             )
         )
+    del reference
+    with_gaps(rows)
     examples = [
         {
             "question": item.payload["question"],
@@ -131,6 +141,8 @@ def run(project: Project, console: Console) -> StageReport:
     report_path = project.root / "report.html"
     result = EvalResult(
         questions=len(heldout),
+        facts=sum(fact != HANDOFF for fact in facts.values()),
+        handoffs=sum(fact == HANDOFF for fact in facts.values()),
         models=rows,
         report=str(report_path),
         distill_run=distill_run.id,
@@ -157,6 +169,42 @@ def run(project: Project, console: Console) -> StageReport:
 def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
     role, label = student_name(run, latest, several)
     return Contestant(role, label, False, Path(run.result(DistillResult).student_dir))
+
+
+def fact_recall(heldout: list[Item], answers: list[str], facts: dict[str, str]) -> tuple[float, float, float] | None:
+    """(share of answers that state their question's fact, 95% interval), over the questions with a fact from
+    the documents; None when no question has one."""
+    stated = [
+        float(contains(answer, facts[item.key]))
+        for item, answer in zip(heldout, answers, strict=True)
+        if facts.get(item.key, HANDOFF) != HANDOFF
+    ]
+    return bootstrap_mean(stated) if stated else None
+
+
+def with_gaps(rows: list[ModelScore]) -> None:
+    """Each base and student row's gap recovery: its fact recall less the teacher's without the chunk, over the
+    gain the chunk gives the teacher. None where the chunk gives the teacher nothing to recover."""
+    by_role = {row.role: row.fact_recall for row in rows}
+    without, with_chunk = by_role.get("teacher"), by_role.get("teacher+chunk")
+    if without is None or with_chunk is None or with_chunk <= without:
+        return
+    for row in rows:
+        if not row.role.startswith("teacher") and row.fact_recall is not None:
+            row.gap_recovery = (row.fact_recall - without) / (with_chunk - without)
+
+
+def fluency(reference: HFChat, heldout: list[Item], answers: list[str]) -> float:
+    """The teacher's mean negative log-likelihood per token of the answers, each after its question: low for
+    text the teacher finds natural, high for word salad."""
+    examples = [
+        encode(reference.tokenizer, [*item.payload["messages"][:-1], {"role": "assistant", "content": answer}], 1024)
+        for item, answer in zip(heldout, answers, strict=True)
+        if answer.strip()
+    ]
+    if not examples:
+        return float("nan")
+    return mean_loss(reference.model, examples, reference.tokenizer.pad_token_id)
 
 
 def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | None:
