@@ -194,7 +194,7 @@ def with_gaps(rows: list[ModelScore]) -> None:
             row.gap_recovery = (row.fact_recall - without) / (with_chunk - without)
 
 
-def fluency(reference: HFChat, heldout: list[Item], answers: list[str]) -> float:
+def fluency(reference: HFChat, heldout: list[Item], answers: list[str]) -> float | None:
     """The teacher's mean negative log-likelihood per token of the answers, each after its question: low for
     text the teacher finds natural, high for word salad."""
     examples = [
@@ -202,9 +202,7 @@ def fluency(reference: HFChat, heldout: list[Item], answers: list[str]) -> float
         for item, answer in zip(heldout, answers, strict=True)
         if answer.strip()
     ]
-    if not examples:
-        return float("nan")
-    return mean_loss(reference.model, examples, reference.tokenizer.pad_token_id)
+    return mean_loss(reference.model, examples, reference.tokenizer.pad_token_id) if examples else None
 
 
 def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | None:
