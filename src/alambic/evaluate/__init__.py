@@ -11,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
+from alambic.agent.prompting import agent_messages
+from alambic.agent.retrieval import Retriever, build_index
 from alambic.config import TeacherSection
 from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
@@ -35,6 +37,7 @@ from alambic.store.ledger import Run
 
 STAGE = "evaluate"
 HF_BATCH = 8
+RETRIEVED = 4  # passages the agent reads per question
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Contestant:
     label: str
     with_chunk: bool
     model_dir: Path | None  # a local transformers model (base and student)
+    retrieval: bool = False  # asked as the agent: with the passages retrieval finds in the documents
 
 
 def run(project: Project, console: Console) -> StageReport:
@@ -68,10 +72,12 @@ def run(project: Project, console: Console) -> StageReport:
     contestants = [
         Contestant("base", "base (untrained)", False, Path(distilled.init_dir)),
         *(student_contestant(r, latest=r.id == distill_run.id, several=len(compared) > 1) for r in compared),
+        Contestant("student+agent", "student + retrieval", False, Path(distilled.student_dir), retrieval=True),
         Contestant("teacher", "teacher", False, None),
         Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
     local = [c for c in contestants if c.model_dir is not None]
+    agent_prompts = _agent_prompts(project, heldout, console)
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
@@ -88,15 +94,16 @@ def run(project: Project, console: Console) -> StageReport:
             assert contestant.model_dir is not None
             model = HFChat.from_dir(contestant.model_dir, contestant.role)
             sizes[contestant.role] = _hf_size(model.model)
-            losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
-            if reference is not None:
-                kls[contestant.role] = kl_to_teacher(model, reference, heldout)
-            pending = _Answers(ledger, run_id, contestant, heldout, advance)
+            if not contestant.retrieval:  # the same weights as the bare student: the same loss and KL
+                losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
+                if reference is not None:
+                    kls[contestant.role] = kl_to_teacher(model, reference, heldout)
+            pending = _Answers(ledger, run_id, contestant, heldout, advance, agent_prompts)
             answers[contestant.role] = _answer_locally(pending, model, sampling)
         if reference is not None:
             losses["teacher"] = _heldout_loss(reference.model, reference.tokenizer, heldout)
         remote = [c for c in contestants if c.model_dir is None]
-        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in remote]
+        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance, agent_prompts) for c in remote]
         if any(a.todo for a in teacher_answers):
             teacher = Teacher.open(config.teacher, project.root, ledger)
             asyncio.run(_answer_with_teacher(teacher, teacher_answers, sampling))
@@ -171,6 +178,27 @@ def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
     return Contestant(role, label, False, Path(run.result(DistillResult).student_dir))
 
 
+def _agent_prompts(project: Project, heldout: list[Item], console: Console) -> dict[str, list[Message]]:
+    """Each held-out question as the agent asks its model: with the top passages of the project's index (brought
+    up to date with the documents first)."""
+    config = project.config
+    embedder = Embedder(minilm_dir())
+    index = project.artifact_dir("retrieval") / "index.sqlite"
+    with console.status("evaluate: indexing the documents for retrieval"):
+        build_index(index, project.documents(), config.synth.chunk_chars, embedder)
+    retriever, prompts = Retriever(index, embedder), Prompts(project.root)
+    system_prompt = config.project.resolved_system_prompt()
+    try:
+        return {
+            item.key: agent_messages(
+                prompts, system_prompt, item.payload["question"], retriever.search(item.payload["question"], RETRIEVED)
+            )
+            for item in heldout
+        }
+    finally:
+        retriever.close()
+
+
 def fact_recall(heldout: list[Item], answers: list[str], facts: dict[str, str]) -> tuple[float, float, float] | None:
     """(share of answers that state their question's fact, 95% interval), over the questions with a fact from
     the documents; None when no question has one."""
@@ -227,14 +255,23 @@ class _Answers:
     """The answers of one contestant to every held-out question, kept in the ledger as they come."""
 
     def __init__(
-        self, ledger: Ledger, run_id: str, contestant: Contestant, heldout: list[Item], advance: Callable[[int], None]
+        self,
+        ledger: Ledger,
+        run_id: str,
+        contestant: Contestant,
+        heldout: list[Item],
+        advance: Callable[[int], None],
+        agent_prompts: dict[str, list[Message]],
     ) -> None:
         self.ledger, self.run_id, self.contestant, self.advance = ledger, run_id, contestant, advance
+        self.agent_prompts = agent_prompts
         self.keys = [stable_hash(run_id, contestant.role, item.key) for item in heldout]
         self.todo = [(key, item) for key, item in zip(self.keys, heldout, strict=True) if not ledger.is_settled(key)]
         advance(len(heldout) - len(self.todo))
 
     def prompt(self, item: Item) -> list[Message]:
+        if self.contestant.retrieval:
+            return self.agent_prompts[item.key]
         return item.payload["teacher_messages"] if self.contestant.with_chunk else item.payload["messages"][:-1]
 
     def store(self, key: str, item: Item, completion: Completion, seconds: float) -> None:
