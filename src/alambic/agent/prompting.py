@@ -9,6 +9,8 @@ from alambic.agent.retrieval import Passage
 from alambic.models import Message
 from alambic.prompts import Prompts
 
+RETRIEVED = 4  # passages retrieved for each customer turn
+
 
 def agent_messages(
     prompts: Prompts, system_prompt: str, question: str, passages: Sequence[Passage], history: Sequence[Message] = ()

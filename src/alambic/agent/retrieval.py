@@ -19,6 +19,7 @@ import numpy as np
 from alambic.documents.model import Document
 from alambic.hashing import stable_hash
 from alambic.models.embeddings import Embedder
+from alambic.project import Project
 from alambic.text import script, words
 
 INDEX_FORMAT = 1
@@ -107,6 +108,13 @@ def build_index(path: Path, documents: Iterable[Document], chunk_chars: int, emb
         return IndexChanges(added=len(new), removed=len(stale), kept=len(indexed & set(current)))
     finally:
         db.close()
+
+
+def project_index(project: Project, embedder: Embedder) -> Path:
+    """The project's own index (.alambic/artifacts/retrieval), brought up to date with its documents."""
+    path = project.artifact_dir("retrieval") / "index.sqlite"
+    build_index(path, project.documents(), project.config.synth.chunk_chars, embedder)
+    return path
 
 
 class Retriever:

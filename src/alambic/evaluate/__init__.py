@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from alambic.agent.prompting import agent_messages
-from alambic.agent.retrieval import Retriever, build_index
+from alambic.agent.prompting import RETRIEVED, agent_messages
+from alambic.agent.retrieval import Retriever, project_index
 from alambic.config import TeacherSection
 from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
@@ -37,7 +37,6 @@ from alambic.store.ledger import Run
 
 STAGE = "evaluate"
 HF_BATCH = 8
-RETRIEVED = 4  # passages the agent reads per question
 
 
 @dataclass
@@ -183,9 +182,8 @@ def _agent_prompts(project: Project, heldout: list[Item], console: Console) -> d
     up to date with the documents first)."""
     config = project.config
     embedder = Embedder(minilm_dir())
-    index = project.artifact_dir("retrieval") / "index.sqlite"
     with console.status("evaluate: indexing the documents for retrieval"):
-        build_index(index, project.documents(), config.synth.chunk_chars, embedder)
+        index = project_index(project, embedder)
     retriever, prompts = Retriever(index, embedder), Prompts(project.root)
     system_prompt = config.project.resolved_system_prompt()
     try:
