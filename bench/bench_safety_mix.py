@@ -39,7 +39,7 @@ def with_share(project: Path, share: float) -> Path:
         shutil.copytree(project, copy, ignore=shutil.ignore_patterns("*.partial", "release", "serving-*"))
     text = config.read_text(encoding="utf-8")
     if SAFETY_WEIGHT.search(text) is None:
-        raise SystemExit(f"{config}: no \"safety\" weight in [synth] recipes to vary")
+        raise SystemExit(f'{config}: no "safety" weight in [synth] recipes to vary')
     # The other recipes keep their weights; safety's becomes `share` of the whole.
     weight = round(share * others / (1 - share), 6)
     (copy / "alambic.toml").write_text(SAFETY_WEIGHT.sub(rf"\g<1>{weight}", text, count=1), encoding="utf-8")
