@@ -56,8 +56,17 @@ def test_an_old_ledger_is_migrated_and_reads_the_same_dataset(tmp_path: Path) ->
 
 def test_the_stages_find_their_old_runs_done(tmp_path: Path) -> None:
     root = old_project(tmp_path)
-    for verb in ("synth", "curate", "eval"):
-        assert "already done, skipped" in run_cli(verb, "--project", root).stderr
+    assert "already done, skipped" in run_cli("eval", "--project", root).stderr
+    # Answer facts came after this ledger: synth runs again for them alone, and every item it had is kept.
+    with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
+        old_selection = [chosen.key for chosen in ledger.selection(latest_synth_run(ledger).id)]
+        paid = ledger.usage()
+    assert "already done" not in run_cli("synth", "--project", root).stderr
+    with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
+        assert [chosen.key for chosen in ledger.selection(latest_synth_run(ledger).id)] == old_selection
+        new_purposes = {recipe for _, recipe, *_ in ledger.usage()} - {recipe for _, recipe, *_ in paid}
+        assert new_purposes == {"fact"} and set(ledger.usage()) >= {row for row in paid if row[1] != "fact"}
+        assert latest_synth_run(ledger).summary["facts"]
     assert run_cli("data", "export", tmp_path / "review.jsonl", "--project", root).returncode == 0
     rows = (tmp_path / "review.jsonl").read_text(encoding="utf-8").splitlines()
     expected = json.loads((OLD / "expected.json").read_text(encoding="utf-8"))

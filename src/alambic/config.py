@@ -120,6 +120,9 @@ class CurateSection(Section):
     min_chars: int = Field(2, ge=0, description="Shortest answer kept.")
     max_chars: int = Field(4000, ge=1, description="Longest answer kept.")
     language_check: bool = Field(True, description="Reject answers not in the language of their question.")
+    fact_check: bool = Field(
+        True, description="Reject training answers that do not state their question's answer fact (fact_missing)."
+    )
     minhash_threshold: float = Field(
         0.7, gt=0, le=1, description="Jaccard similarity above which items are duplicates."
     )
@@ -193,7 +196,12 @@ class DistillSection(Section):
     batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
     grad_accumulation: int = Field(1, ge=1, description="Micro-batches per step; the step's gradient is unchanged.")
     packing: bool = Field(True, description="Pack several examples per sequence, each seeing only itself.")
-    max_seq_len: int = Field(384, ge=32)
+    max_seq_len: int = Field(1024, ge=32, description="Longest training example in tokens.")
+    context: Literal["retrieved", "none"] = Field(
+        "retrieved",
+        description="retrieved: each grounded question is trained with the passages the agent's retrieval returns "
+        "for it (right or wrong, at their rank), as the agent will read them; none: the question alone.",
+    )
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     checkpoint_every: int = Field(20, ge=1)
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -23,7 +23,8 @@ def _stage_facts(report: StageReport) -> str:
     result = report.result
     if isinstance(result, SynthResult):
         rejected = sum(result.rejected.values())
-        return f"{result.train_items} train + {result.heldout_items} held-out items, {rejected} rejected"
+        facts = f", {result.facts.get('checked', 0)} answer facts checked in the documents" if result.facts else ""
+        return f"{result.train_items} train + {result.heldout_items} held-out items, {rejected} rejected{facts}"
     if isinstance(result, CurateResult):
         judge, verdict = result.judge, ""
         if judge.enabled:
@@ -67,13 +68,21 @@ def summary_table(reports: list[StageReport], seconds: float) -> RenderableType:
 
 def evaluation_table(evaluation: EvalResult) -> Table:
     table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
-    for column in ("model", "token F1", "cosine", "held-out loss", "KL to teacher", "answer tok/s", "size"):
+    columns = ("model", "fact recall", "gap recovery", "fluency", "token F1", "cosine", "held-out loss")
+    for column in (*columns, "KL to teacher", "answer tok/s", "size"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for row in evaluation.models:
         loss = "—" if row.heldout_loss is None else f"{row.heldout_loss:.3f}"
         kl = "—" if row.kl_to_teacher is None else f"{row.kl_to_teacher:.3f}"
+        recall = "—"
+        if row.fact_recall is not None and row.fact_recall_interval is not None:
+            low, high = row.fact_recall_interval
+            recall = f"{row.fact_recall:.2f} [{low:.2f}, {high:.2f}]"
         table.add_row(
             row.label,
+            recall,
+            "—" if row.gap_recovery is None else f"{row.gap_recovery:.2f}",
+            "—" if row.fluency_nll is None else f"{row.fluency_nll:.2f}",
             f"{row.f1:.3f}",
             f"{row.cosine:.3f}",
             loss,

@@ -32,6 +32,7 @@ class SynthResult(StageResult):
     heldout_items: int
     rejected: dict[str, int]
     teacher_tokens: dict[str, int]
+    facts: dict[str, int] = {}  # answer facts: "checked", "handoff", and each reason one was not kept
 
 
 class JudgeResult(StageResult):
@@ -82,6 +83,10 @@ class DistillResult(StageResult):
 class ModelScore(StageResult):
     role: str
     label: str
+    fact_recall: float | None = None  # share of answers stating their question's fact from the documents
+    fact_recall_interval: tuple[float, float] | None = None  # 95% bootstrap
+    gap_recovery: float | None = None  # (this − teacher without chunk) ÷ (teacher with chunk − teacher without)
+    fluency_nll: float | None = None  # the teacher's mean NLL per answer token; None without a local teacher
     f1: float
     cosine: float
     heldout_loss: float | None
@@ -92,6 +97,8 @@ class ModelScore(StageResult):
 
 class EvalResult(StageResult):
     questions: int
+    facts: int = 0  # held-out questions with an answer fact from the documents
+    handoffs: int = 0  # held-out questions the documents do not answer
     models: list[ModelScore]
     report: str
     distill_run: str

@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 from alambic.dataset import latest_synth_run, split_items
+from alambic.facts import HANDOFF, answer_facts, contains
+from alambic.prompts import Prompts
 from alambic.store import Ledger
 from alambic.synth.recipes import recipe_targets
 
@@ -80,7 +82,14 @@ def test_every_recipe_fills_its_count_in_chat_format(tmp_path: Path, tiny_model_
         assert {i.kind for i in grounded} >= {"qa", "dialogue", "evol-instruct"}
         assert all(ledger.ancestors(i.key) & documents for i in grounded)
         usage = {recipe for _, recipe, *_ in ledger.usage()}
-        assert usage == {"grounded-qa", "self-instruct", "evol-instruct", "dialogue", "persona-voice", "safety"}
+        assert usage == {"grounded-qa", "self-instruct", "evol-instruct", "dialogue", "persona-voice", "safety", "fact"}
+        # Every selected item grounded in one chunk and answering one question has its fact, checked in the chunk.
+        asked = [i for i in items if i.kind in ("qa", "evol-instruct") and i.payload.get("chunk")]
+        facts = answer_facts(ledger, Prompts(project), [i.key for i in asked])
+        assert set(facts) == {i.key for i in asked} and HANDOFF in facts.values()
+        chunks = {i.key: i.payload["text"] for i in ledger.items("synth", "chunk")}
+        assert all(f == HANDOFF or contains(chunks[i.payload["chunk"]], f) for i in asked if (f := facts[i.key]))
+        assert sum(run.summary["facts"].values()) == len(asked)
 
 
 def test_selection_does_not_depend_on_concurrency(tmp_path: Path, tiny_model_dir: Path) -> None:

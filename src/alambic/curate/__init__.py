@@ -22,6 +22,7 @@ from alambic.curate.dedup import MinHashDeduper, embedding_duplicates, ngrams
 from alambic.curate.judge import Judge, Judgement, agreement
 from alambic.dataset import latest_synth_run
 from alambic.errors import AlambicError
+from alambic.facts import HANDOFF, answer_facts, contains
 from alambic.hashing import files_sha256, stable_hash
 from alambic.models import teacher_id
 from alambic.models.teacher import Teacher
@@ -43,6 +44,7 @@ class Candidate:
     split: str
     messages: list[dict[str, str]]
     chunk: str
+    fact: str | None = None  # the checked answer fact, or "handoff", where synth wrote one
 
     @property
     def user_turns(self) -> list[str]:
@@ -70,7 +72,7 @@ def run(project: Project, console: Console) -> StageReport:
     if run.state == "done":
         return StageReport(STAGE, run_id, True, run.result(CurateResult))
 
-    candidates = _candidates(ledger, synth_run)
+    candidates = _candidates(ledger, synth_run, prompts)
     reasons = _rule_and_duplicate_checks(candidates, _eval_texts(project, settings, candidates), settings, console)
     judged, verdicts = JudgeResult(enabled=False), {}
     if settings.judge:
@@ -88,17 +90,25 @@ def run(project: Project, console: Console) -> StageReport:
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
-def _candidates(ledger: Ledger, synth_run: Run) -> list[Candidate]:
+def _candidates(ledger: Ledger, synth_run: Run, prompts: Prompts) -> list[Candidate]:
     """The synth run's selected items, held-out ones first (the evaluation set is never thinned)."""
     chunks = {item.key: item.payload["text"] for item in ledger.items("synth", "chunk")}
+    selection = ledger.selection(synth_run.id)
+    facts = answer_facts(ledger, prompts, [chosen.key for chosen in selection])
     candidates = []
-    for chosen in ledger.selection(synth_run.id):
+    for chosen in selection:
         item = ledger.item(chosen.key)
         assert item is not None
         chunk = chunks.get(item.payload.get("chunk") or "", "")
-        candidates.append(Candidate(chosen.key, chosen.kind, chosen.split, item.payload["messages"], chunk))
+        messages = item.payload["messages"]
+        candidates.append(Candidate(chosen.key, chosen.kind, chosen.split, messages, chunk, facts.get(chosen.key)))
     candidates.sort(key=lambda c: c.split != "heldout")
     return candidates
+
+
+def fact_missing(fact: str | None, answers: list[str]) -> bool:
+    """True when an item has a checked fact that its (last) answer does not state."""
+    return fact is not None and fact != HANDOFF and bool(answers) and not contains(answers[-1], fact)
 
 
 def _eval_texts(project: Project, settings: CurateSection, candidates: list[Candidate]) -> list[str]:
@@ -139,6 +149,8 @@ def _rule_and_duplicate_checks(
     for candidate in candidates:
         if problem := item_problem(candidate.kind, candidate.user_turns, candidate.answers, settings):
             reasons[candidate.key] = problem
+        elif settings.fact_check and candidate.split == "train" and fact_missing(candidate.fact, candidate.answers):
+            reasons[candidate.key] = "fact_missing"
         elif candidate.split == "train" and ngrams(candidate.user_turns, settings.decontam_ngram) & eval_grams:
             reasons[candidate.key] = "eval_leak"
         elif original := deduper.duplicate_of(candidate.key, candidate.text):

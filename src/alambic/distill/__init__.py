@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from alambic.config import DistillSection
 from alambic.dataset import latest_synth_run, split_items
+from alambic.distill.context import with_retrieved_context
 from alambic.distill.fetch_logprobs import FETCH_TOP_K, fetch_missing, fetched_key
 from alambic.distill.on_policy import OnPolicy
 from alambic.distill.parallel import Parallel
@@ -39,10 +40,14 @@ def base_model_dir(settings: DistillSection, project_root: Path) -> Path:
     return transformers_dir(settings.base, project_root, "distill.base")
 
 
-def record_dataset(project: Project, items: list[Item], synth_run_id: str) -> Artifact:
-    """The training set as a JSONL artifact, linked to each item it contains."""
+def record_dataset(project: Project, items: list[Item], synth_run_id: str, context: str = "none") -> Artifact:
+    """The training set as a JSONL artifact, linked to each item it contains. With retrieved context, the
+    passages each item was given are part of what the set is."""
     ledger = project.ledger
-    dataset_id = f"dataset-{stable_hash([item.key for item in items])[:12]}"
+    keys: list[Any] = [item.key for item in items]
+    if context != "none":
+        keys.append([item.payload.get("passages") for item in items])
+    dataset_id = f"dataset-{stable_hash(keys)[:12]}"
     existing = ledger.artifact(dataset_id)
     if existing is not None:
         return existing
@@ -65,6 +70,24 @@ def record_dataset(project: Project, items: list[Item], synth_run_id: str) -> Ar
     return artifact
 
 
+def _as_the_agent_reads(project: Project, items: list[Item], tokenizer: Any, parallel: Parallel) -> list[Item]:
+    from alambic.agent.retrieval import Retriever, project_index
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+    from alambic.prompts import Prompts
+
+    embedder = Embedder(minilm_dir())
+    with parallel.main_first():
+        index = project_index(project, embedder)
+    retriever = Retriever(index, embedder)
+    try:
+        return with_retrieved_context(
+            items, retriever, Prompts(project.root), tokenizer, project.config.distill.max_seq_len
+        )
+    finally:
+        retriever.close()
+
+
 def run(project: Project, console: Console) -> StageReport:
     started = time.monotonic()
     settings = project.config.distill
@@ -74,9 +97,12 @@ def run(project: Project, console: Console) -> StageReport:
     if not train_items:
         raise AlambicError("distill: the synth run produced no accepted training items; see `alambic status`")
     parallel = Parallel()
-    with parallel.main_first():
-        dataset = record_dataset(project, train_items, synth_run.id)
     base_dir = base_model_dir(settings, project.root)
+    tokenizer = load_tokenizer(base_dir)
+    if settings.context == "retrieved":
+        train_items = _as_the_agent_reads(project, train_items, tokenizer, parallel)
+    with parallel.main_first():
+        dataset = record_dataset(project, train_items, synth_run.id, settings.context)
     base_name = EMBEDDED_NAME if settings.base == "embedded" else str(base_dir)
     config_hash = stable_hash(settings.fingerprint(), base_name)
     run_id = f"distill-{stable_hash(config_hash, dataset.id)[:12]}"
@@ -92,7 +118,6 @@ def run(project: Project, console: Console) -> StageReport:
 
     run_dir = project.artifact_dir(run_id)
     init_dir, student_dir = run_dir / "init", run_dir / "student"
-    tokenizer = load_tokenizer(base_dir)
     examples = [encode(tokenizer, item.payload["messages"], settings.max_seq_len, item.key) for item in train_items]
     with parallel.main_first():
         init_info = _initial_student(

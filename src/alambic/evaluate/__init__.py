@@ -11,11 +11,14 @@ from typing import Any
 
 from rich.console import Console
 
+from alambic.agent.prompting import RETRIEVED, agent_messages
+from alambic.agent.retrieval import Retriever, project_index
 from alambic.config import TeacherSection
 from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
+from alambic.facts import HANDOFF, answer_facts, contains
 from alambic.hashing import stable_hash
 from alambic.models import Completion, Message, Sampling, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
@@ -23,9 +26,11 @@ from alambic.models.embeddings import Embedder
 from alambic.models.hf import HFChat
 from alambic.models.teacher import Teacher
 from alambic.project import Project
+from alambic.prompts import Prompts
 from alambic.results import DistillResult, EvalResult, ModelScore
 from alambic.scoring import mean_kl, mean_loss
 from alambic.scoring.batches import encode
+from alambic.scoring.intervals import bootstrap_mean
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
 from alambic.store.ledger import Run
@@ -40,6 +45,7 @@ class Contestant:
     label: str
     with_chunk: bool
     model_dir: Path | None  # a local transformers model (base and student)
+    retrieval: bool = False  # asked as the agent: with the passages retrieval finds in the documents
 
 
 def run(project: Project, console: Console) -> StageReport:
@@ -53,7 +59,9 @@ def run(project: Project, console: Console) -> StageReport:
     distilled = distill_run.result(DistillResult)
     compared = compared_runs(ledger, distill_run)
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
-    inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout])
+    facts = answer_facts(ledger, Prompts(project.root), [item.key for item in heldout])
+    # Facts join the inputs only when there are some, so that an evaluation made before facts stays done.
+    inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout], *([facts] if facts else []))
     run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
@@ -63,10 +71,12 @@ def run(project: Project, console: Console) -> StageReport:
     contestants = [
         Contestant("base", "base (untrained)", False, Path(distilled.init_dir)),
         *(student_contestant(r, latest=r.id == distill_run.id, several=len(compared) > 1) for r in compared),
+        Contestant("student+agent", "student + retrieval", False, Path(distilled.student_dir), retrieval=True),
         Contestant("teacher", "teacher", False, None),
         Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
     local = [c for c in contestants if c.model_dir is not None]
+    agent_prompts = _agent_prompts(project, heldout, console)
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
@@ -83,16 +93,16 @@ def run(project: Project, console: Console) -> StageReport:
             assert contestant.model_dir is not None
             model = HFChat.from_dir(contestant.model_dir, contestant.role)
             sizes[contestant.role] = _hf_size(model.model)
-            losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
-            if reference is not None:
-                kls[contestant.role] = kl_to_teacher(model, reference, heldout)
-            pending = _Answers(ledger, run_id, contestant, heldout, advance)
+            if not contestant.retrieval:  # the same weights as the bare student: the same loss and KL
+                losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
+                if reference is not None:
+                    kls[contestant.role] = kl_to_teacher(model, reference, heldout)
+            pending = _Answers(ledger, run_id, contestant, heldout, advance, agent_prompts)
             answers[contestant.role] = _answer_locally(pending, model, sampling)
         if reference is not None:
             losses["teacher"] = _heldout_loss(reference.model, reference.tokenizer, heldout)
-            del reference
         remote = [c for c in contestants if c.model_dir is None]
-        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance) for c in remote]
+        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance, agent_prompts) for c in remote]
         if any(a.todo for a in teacher_answers):
             teacher = Teacher.open(config.teacher, project.root, ledger)
             asyncio.run(_answer_with_teacher(teacher, teacher_answers, sampling))
@@ -107,10 +117,14 @@ def run(project: Project, console: Console) -> StageReport:
         tokens = sum(a.payload["completion_tokens"] for a in answers[contestant.role])
         seconds = sum(a.payload["seconds"] for a in answers[contestant.role])
         cosines = embedder.cosine(texts, references)
+        recall = fact_recall(heldout, texts, facts)
         rows.append(
             ModelScore(
                 role=contestant.role,
                 label=contestant.label,
+                fact_recall=recall[0] if recall else None,
+                fact_recall_interval=recall[1:] if recall else None,
+                fluency_nll=fluency(reference, heldout, texts) if reference is not None else None,
                 f1=sum(map(token_f1, texts, references)) / len(texts),
                 cosine=sum(cosines) / len(cosines),
                 heldout_loss=losses.get(contestant.role),
@@ -119,6 +133,8 @@ def run(project: Project, console: Console) -> StageReport:
                 size=sizes.get(contestant.role) or _teacher_size(config.teacher.backend, config.teacher.model),
             )
         )
+    del reference
+    with_gaps(rows)
     examples = [
         {
             "question": item.payload["question"],
@@ -131,6 +147,8 @@ def run(project: Project, console: Console) -> StageReport:
     report_path = project.root / "report.html"
     result = EvalResult(
         questions=len(heldout),
+        facts=sum(fact != HANDOFF for fact in facts.values()),
+        handoffs=sum(fact == HANDOFF for fact in facts.values()),
         models=rows,
         report=str(report_path),
         distill_run=distill_run.id,
@@ -159,6 +177,60 @@ def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
     return Contestant(role, label, False, Path(run.result(DistillResult).student_dir))
 
 
+def _agent_prompts(project: Project, heldout: list[Item], console: Console) -> dict[str, list[Message]]:
+    """Each held-out question as the agent asks its model: with the top passages of the project's index (brought
+    up to date with the documents first)."""
+    config = project.config
+    embedder = Embedder(minilm_dir())
+    with console.status("evaluate: indexing the documents for retrieval"):
+        index = project_index(project, embedder)
+    retriever, prompts = Retriever(index, embedder), Prompts(project.root)
+    system_prompt = config.project.resolved_system_prompt()
+    try:
+        return {
+            item.key: agent_messages(
+                prompts, system_prompt, item.payload["question"], retriever.search(item.payload["question"], RETRIEVED)
+            )
+            for item in heldout
+        }
+    finally:
+        retriever.close()
+
+
+def fact_recall(heldout: list[Item], answers: list[str], facts: dict[str, str]) -> tuple[float, float, float] | None:
+    """(share of answers that state their question's fact, 95% interval), over the questions with a fact from
+    the documents; None when no question has one."""
+    stated = [
+        float(contains(answer, facts[item.key]))
+        for item, answer in zip(heldout, answers, strict=True)
+        if facts.get(item.key, HANDOFF) != HANDOFF
+    ]
+    return bootstrap_mean(stated) if stated else None
+
+
+def with_gaps(rows: list[ModelScore]) -> None:
+    """Each base and student row's gap recovery: its fact recall less the teacher's without the chunk, over the
+    gain the chunk gives the teacher. None where the chunk gives the teacher nothing to recover."""
+    by_role = {row.role: row.fact_recall for row in rows}
+    without, with_chunk = by_role.get("teacher"), by_role.get("teacher+chunk")
+    if without is None or with_chunk is None or with_chunk <= without:
+        return
+    for row in rows:
+        if not row.role.startswith("teacher") and row.fact_recall is not None:
+            row.gap_recovery = (row.fact_recall - without) / (with_chunk - without)
+
+
+def fluency(reference: HFChat, heldout: list[Item], answers: list[str]) -> float | None:
+    """The teacher's mean negative log-likelihood per token of the answers, each after its question: low for
+    text the teacher finds natural, high for word salad."""
+    examples = [
+        encode(reference.tokenizer, [*item.payload["messages"][:-1], {"role": "assistant", "content": answer}], 1024)
+        for item, answer in zip(heldout, answers, strict=True)
+        if answer.strip()
+    ]
+    return mean_loss(reference.model, examples, reference.tokenizer.pad_token_id) if examples else None
+
+
 def local_teacher_dir(section: TeacherSection, project_root: Path) -> Path | None:
     """The teacher as a transformers model, where there is one, for held-out loss and KL to the teacher."""
     if section.model == "embedded":
@@ -181,14 +253,23 @@ class _Answers:
     """The answers of one contestant to every held-out question, kept in the ledger as they come."""
 
     def __init__(
-        self, ledger: Ledger, run_id: str, contestant: Contestant, heldout: list[Item], advance: Callable[[int], None]
+        self,
+        ledger: Ledger,
+        run_id: str,
+        contestant: Contestant,
+        heldout: list[Item],
+        advance: Callable[[int], None],
+        agent_prompts: dict[str, list[Message]],
     ) -> None:
         self.ledger, self.run_id, self.contestant, self.advance = ledger, run_id, contestant, advance
+        self.agent_prompts = agent_prompts
         self.keys = [stable_hash(run_id, contestant.role, item.key) for item in heldout]
         self.todo = [(key, item) for key, item in zip(self.keys, heldout, strict=True) if not ledger.is_settled(key)]
         advance(len(heldout) - len(self.todo))
 
     def prompt(self, item: Item) -> list[Message]:
+        if self.contestant.retrieval:
+            return self.agent_prompts[item.key]
         return item.payload["teacher_messages"] if self.contestant.with_chunk else item.payload["messages"][:-1]
 
     def store(self, key: str, item: Item, completion: Completion, seconds: float) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
-BOOTSTRAP_SAMPLES = 2000
+from alambic.scoring.intervals import bootstrap_mean
 
 
 def rate(flags: Sequence[bool | None]) -> float | None:
@@ -24,12 +23,4 @@ def paired_difference_interval(
 ) -> tuple[float, float, float]:
     """(mean difference, 2.5th, 97.5th percentile) of student − base refusal, resampling prompts with both
     answers kept together, since each prompt's pair is not independent."""
-    differences = [int(a) - int(b) for a, b in zip(student, base, strict=True)]
-    if not differences:
-        return 0.0, 0.0, 0.0
-    generator = random.Random(seed)
-    means = sorted(
-        sum(generator.choices(differences, k=len(differences))) / len(differences) for _ in range(BOOTSTRAP_SAMPLES)
-    )
-    low, high = means[int(0.025 * BOOTSTRAP_SAMPLES)], means[int(0.975 * BOOTSTRAP_SAMPLES) - 1]
-    return sum(differences) / len(differences), low, high
+    return bootstrap_mean([int(a) - int(b) for a, b in zip(student, base, strict=True)], seed)

@@ -21,6 +21,7 @@ from alambic.results import RecipeResult, SynthResult
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Item, Ledger
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
+from alambic.synth.facts import FactRequest, write_facts
 from alambic.synth.recipes import (
     Dialogue,
     EvolInstruct,
@@ -106,6 +107,10 @@ def build_recipes(engine: Engine, project: Project, chunks: list[KeyedChunk], ta
     return [makers[name]() for name in targets if name in makers]
 
 
+# The recipes whose items answer one question from one chunk: the ones with an answer fact.
+FACT_RECIPE_KINDS = ("qa", "evol-instruct")
+
+
 def run(project: Project, console: Console) -> StageReport:
     started = time.monotonic()
     config, ledger = project.config, project.ledger
@@ -134,6 +139,9 @@ def run(project: Project, console: Console) -> StageReport:
         fills, failures = synthesise_on_ray(project, chunks, targets, run_id, console)
     else:
         fills, failures = _synthesise_locally(project, chunks, targets, prompts, run_id, console)
+    facts: Counter[str] = Counter()
+    if not failures:
+        facts, failures = _write_facts_locally(project, fills, chunks, prompts, run_id, console)
     if failures:
         reason, count = failures.most_common(1)[0]
         total = sum(failures.values())
@@ -143,6 +151,7 @@ def run(project: Project, console: Console) -> StageReport:
             "run again to retry them, finished items are kept"
         )
     result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths))
+    result.facts = dict(facts)
     ledger.finish_run(run_id, result, dataset_selection(ledger, result))
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
@@ -155,6 +164,42 @@ def _synthesise_locally(
     engine = Engine(config, project.ledger, prompts, teacher, run_id)
     try:
         return asyncio.run(_synthesise(engine, project, chunks, targets, console)), engine.failures
+    finally:
+        engine.close()
+
+
+def _write_facts_locally(
+    project: Project, fills: list[Fill], chunks: list[KeyedChunk], prompts: Prompts, run_id: str, console: Console
+) -> tuple[Counter[str], Counter[str]]:
+    """The answer fact of every selected item grounded in a chunk; (outcomes, teacher failures)."""
+    by_key = {chunk.key: chunk for chunk in chunks}
+    requests = []
+    for chosen in fills:
+        recipe = chosen.recipe
+        if recipe.kind not in FACT_RECIPE_KINDS:
+            continue
+        for _, key, chunk_key in recipe_selection(
+            project.ledger, recipe.kind, recipe.fingerprint, chosen.issued, chosen.target
+        ):
+            if chunk_key in by_key:
+                item = project.ledger.item(key)
+                assert item is not None
+                requests.append(FactRequest(key, item.payload["question"], by_key[chunk_key]))
+    if not requests:
+        return Counter(), Counter()
+    teacher = open_teacher(project.config.teacher, project.root)
+    engine = Engine(project.config, project.ledger, prompts, teacher, run_id)
+
+    async def facts() -> Counter[str]:
+        try:
+            with progress_bar(console) as progress:
+                task = progress.add_task("synth: answer facts", total=len(requests))
+                return await write_facts(engine, requests, lambda: progress.advance(task))
+        finally:
+            await engine.teacher.aclose()
+
+    try:
+        return asyncio.run(facts()), engine.failures
     finally:
         engine.close()
 

@@ -1,0 +1,55 @@
+"""Training for the agent: grounded questions carry the passages retrieval returns, trimmed to fit, answer kept."""
+
+from pathlib import Path
+
+from alambic.agent.retrieval import Retriever, build_index
+from alambic.distill.context import with_retrieved_context
+from alambic.documents import read_documents
+from alambic.models.embedded import minilm_dir
+from alambic.models.embeddings import Embedder
+from alambic.models.hf import load_tokenizer
+from alambic.prompts import Prompts
+from alambic.store import Item
+
+DOCS = {
+    "hours.md": "# Hours\n\n## Shop\nThe shop opens at 07:30 on weekdays and at 09:00 on Saturdays.\n",
+    "dogs.md": "# Dogs\n\n## Inside\nAssistance dogs are welcome inside; other dogs on the terrace.\n",
+    "post.md": "# Post\n\n## Abroad\nParcels to Norway take 4 to 7 working days and cost £9.50.\n",
+}
+
+
+def item(key: str, kind: str, question: str, answer: str, chunk: str | None = "c1") -> Item:
+    messages = [
+        {"role": "system", "content": "You are the shop's assistant."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
+    ]
+    return Item(key, "synth-x", "synth", kind, "ok", {"messages": messages, "question": question, "chunk": chunk})
+
+
+def test_grounded_questions_are_trained_as_the_agent_reads_them(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    embedder = Embedder(minilm_dir())
+    build_index(tmp_path / "index.sqlite", read_documents(docs, tmp_path / "converted"), 400, embedder)
+    retriever = Retriever(tmp_path / "index.sqlite", embedder)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    items = [
+        item("a", "qa", "When does the shop open on Saturday?", "At 09:00 on Saturdays."),
+        item("b", "safety", "How do I hurt someone?", "I can't help with that.", chunk=None),
+    ]
+    try:
+        roomy = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 1024)
+        tight = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 90)
+    finally:
+        retriever.close()
+    grounded = roomy[0].payload
+    assert len(grounded["passages"]) == 3  # all three documents, at their rank
+    user_turn = grounded["messages"][1]["content"]
+    assert user_turn.index("[1] hours.md") < user_turn.index("Customer question: When does the shop open on Saturday?")
+    assert grounded["messages"][2] == items[0].payload["messages"][2]
+    assert roomy[1] is items[1]  # no chunk, no question to retrieve for: as it was
+    assert len(tight[0].payload["passages"]) < 3  # dropped from the lowest rank until it fits
+    assert tight[0].payload["messages"][2]["content"] == "At 09:00 on Saturdays."

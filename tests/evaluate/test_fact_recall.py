@@ -1,0 +1,37 @@
+"""Fact recall, its interval and gap recovery, as eval computes them from answers and facts."""
+
+import pytest
+
+from alambic.evaluate import fact_recall, with_gaps
+from alambic.facts import HANDOFF
+from alambic.results import ModelScore
+from alambic.store import Item
+
+
+def question(key: str) -> Item:
+    return Item(key, "synth-x", "synth", "qa", "ok", {"messages": []})
+
+
+def test_recall_counts_only_questions_with_a_fact_from_the_documents() -> None:
+    heldout = [question(k) for k in "abcd"]
+    facts = {"a": "30 days", "b": "£12.50", "c": HANDOFF}  # d has none
+    answers = ["Within 30 days.", "It is free.", "Ask a colleague.", "Whatever."]
+    recall, low, high = fact_recall(heldout, answers, facts)
+    assert recall == 0.5 and 0.0 <= low <= recall <= high <= 1.0
+    assert fact_recall(heldout, answers, {"c": HANDOFF}) is None
+
+
+def row(role: str, recall: float | None) -> ModelScore:
+    return ModelScore(
+        role=role, label=role, fact_recall=recall, f1=0, cosine=0, heldout_loss=None, tokens_per_second=0, size=""
+    )
+
+
+def test_gap_recovery_is_the_share_of_the_chunks_gain_the_student_recovers() -> None:
+    rows = [row("base", 0.1), row("student", 0.5), row("teacher", 0.2), row("teacher+chunk", 0.8)]
+    with_gaps(rows)
+    assert rows[1].gap_recovery == pytest.approx(0.5) and rows[0].gap_recovery == pytest.approx(-1 / 6)
+    assert rows[2].gap_recovery is None and rows[3].gap_recovery is None
+    flat = [row("student", 0.5), row("teacher", 0.6), row("teacher+chunk", 0.6)]
+    with_gaps(flat)
+    assert flat[0].gap_recovery is None
