@@ -13,6 +13,7 @@ from rich.console import Console
 
 from alambic.config import Config
 from alambic.errors import AlambicError
+from alambic.facts import KIND as FACT_KIND
 from alambic.hashing import files_sha256, stable_hash
 from alambic.models import open_teacher, teacher_id
 from alambic.project import Project
@@ -301,7 +302,7 @@ def _summarise(
         usage = item.payload.get("usage") or [0, 0]
         tokens[0] += usage[0]
         tokens[1] += usage[1]
-        if item.status == "rejected":
+        if item.status == "rejected" and item.kind != FACT_KIND:  # facts are counted apart, in `facts`
             rejected[(item.reason or "unknown").split(":")[0]] += 1
     return SynthResult(
         chunks=len(splits),
