@@ -40,8 +40,9 @@ class MockTeacher:
             return json.dumps(schema_instance(schema, seed))
         if "shortest phrase that answers" in system:  # synth's answer facts: the reference text's first words
             user = next(m["content"] for m in request["messages"] if m["role"] == "user")
-            reference = user.split("Reference text:", 1)[-1].split("Customer question:", 1)[0].split()
-            return " ".join(reference[:3]) if seed % 4 else "NONE"
+            reference = user.split("Reference text:", 1)[-1].split("Customer question:", 1)[0].strip()
+            heading, _, body = reference.partition("\n")
+            return " ".join((body if body.strip() else heading).split()[:6]) if seed % 4 else "NONE"
         if "does not refuse harmless questions" in system:  # the safety stage's XSTest-style questions
             user = next(m["content"] for m in request["messages"] if m["role"] == "user")
             word = re.search(r'uses the word "([^"]+)"', user)

@@ -67,12 +67,14 @@ def run(project: Project, console: Console) -> StageReport:
     prompts = Prompts(project.root)
     judge_id = [teacher_id(config.teacher), prompts.version(*JUDGE_PROMPTS)] if settings.judge else None
     config_hash = stable_hash(settings.fingerprint(), judge_id, files_sha256(project.root, settings.eval_paths))
-    run_id = f"curate-{stable_hash(config_hash, synth_run.id)[:12]}"
+    facts = answer_facts(ledger, prompts, [chosen.key for chosen in ledger.selection(synth_run.id)])
+    # The facts join the inputs only when there are some, so that a curation made before facts stays done.
+    run_id = f"curate-{stable_hash(config_hash, synth_run.id, *([facts] if facts else []))[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, synth_run.id)
     if run.state == "done":
         return StageReport(STAGE, run_id, True, run.result(CurateResult))
 
-    candidates = _candidates(ledger, synth_run, prompts)
+    candidates = _candidates(ledger, synth_run, facts)
     reasons = _rule_and_duplicate_checks(candidates, _eval_texts(project, settings, candidates), settings, console)
     judged, verdicts = JudgeResult(enabled=False), {}
     if settings.judge:
@@ -90,11 +92,10 @@ def run(project: Project, console: Console) -> StageReport:
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
-def _candidates(ledger: Ledger, synth_run: Run, prompts: Prompts) -> list[Candidate]:
+def _candidates(ledger: Ledger, synth_run: Run, facts: dict[str, str]) -> list[Candidate]:
     """The synth run's selected items, held-out ones first (the evaluation set is never thinned)."""
     chunks = {item.key: item.payload["text"] for item in ledger.items("synth", "chunk")}
     selection = ledger.selection(synth_run.id)
-    facts = answer_facts(ledger, prompts, [chosen.key for chosen in selection])
     candidates = []
     for chosen in selection:
         item = ledger.item(chosen.key)

@@ -10,14 +10,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alambic.facts import HANDOFF, KIND, contains, fact_key, fact_version
+from alambic.facts import HANDOFF, KIND, checked_fact, fact_key, fact_version
 from alambic.store import Item
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
-from alambic.text import folded, words
-
-NO_ANSWER = ("none", "no answer", "لا يوجد", "لا شيء")
-MAX_FACT_WORDS = 30
-QUOTES = " \t\"'“”‘’«»`*-•:."
 
 
 @dataclass(frozen=True)
@@ -25,22 +20,6 @@ class FactRequest:
     item: str  # the key of the training or held-out item
     question: str
     chunk: KeyedChunk
-
-
-def checked_fact(raw: str, chunk: str) -> tuple[str | None, str | None]:
-    """(the fact, None) when the teacher's answer is a span of the chunk or says the chunk does not answer;
-    (None, the reason) otherwise."""
-    lines = [line.strip(QUOTES) for line in raw.strip().splitlines() if line.strip(QUOTES)]
-    if not lines:
-        return None, "no_fact"
-    span = lines[0].removeprefix("Answer").strip(QUOTES)
-    if folded(span).strip(QUOTES) in NO_ANSWER:
-        return HANDOFF, None
-    if len(words(span)) > MAX_FACT_WORDS:
-        return None, "fact_too_long"
-    if not contains(chunk, span):
-        return None, "fact_not_in_chunk"
-    return span, None
 
 
 async def write_facts(
@@ -58,8 +37,11 @@ async def write_facts(
         if stored is None or stored.status == "failed":
             async with semaphore:
                 stored = await _ask(engine, key, request)
-        fact = stored.payload.get("fact")
-        outcomes["handoff" if fact == HANDOFF else "checked" if fact else stored.reason or "failed"] += 1
+        if stored.status == "failed":
+            outcomes["failed"] += 1
+        else:
+            fact, reason = checked_fact(stored.payload["raw"], request.chunk.chunk.text, request.question)
+            outcomes["handoff" if fact == HANDOFF else "checked" if fact else reason or "no_fact"] += 1
         if on_done is not None:
             on_done()
 
@@ -77,7 +59,7 @@ async def _ask(engine: Engine, key: str, request: FactRequest) -> Item:
         stored = engine.ledger.item(key)
         assert stored is not None
         return stored
-    fact, reason = checked_fact(completion.text, request.chunk.chunk.text)
+    fact, reason = checked_fact(completion.text, request.chunk.chunk.text, request.question)
     payload = {
         **base,
         "fact": fact,
