@@ -36,7 +36,7 @@ def with_share(project: Path, share: float) -> Path:
     others = sum(weight for name, weight in weights.items() if name != "safety")
     copy = HERE / "out" / "safety-mix" / f"share-{round(share * 100)}"
     if not copy.exists():
-        shutil.copytree(project, copy, ignore=shutil.ignore_patterns("*.partial", "release", "serving-*", "distill-*"))
+        shutil.copytree(project, copy, ignore=shutil.ignore_patterns("*.partial", "releases", "serving-*", "distill-*"))
     text = config.read_text(encoding="utf-8")
     if SAFETY_WEIGHT.search(text) is None:
         raise SystemExit(f'{config}: no "safety" weight in [synth] recipes to vary')
