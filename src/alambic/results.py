@@ -111,7 +111,7 @@ class GuardSummary(StageResult):
     threshold: float
     target_fpr: float
     calibration_fpr: float
-    calibrated_on: str = "all"  # the safe examples the threshold was set on: the business questions, or "all"
+    calibrated_on: str = "all"  # the safe examples the request threshold was set on: "requests" or "all"
     answer_threshold: float | None = None  # the embedded guard's own threshold for answers
     trained_on: dict[str, int]
     recall: dict[str, float]  # on the held-out harmful prompts, by set ("held-out", "arabic")

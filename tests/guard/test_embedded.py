@@ -116,14 +116,12 @@ def test_every_hazard_has_written_examples_and_flags_name_one(trained, embedder:
     assert privacy.unsafe and privacy.category == "S7"
 
 
-def test_the_threshold_is_set_on_the_business_questions_when_there_are_enough(
-    embedder: Embedder, tmp_path: Path
-) -> None:
+def test_answers_get_their_own_threshold_when_there_are_enough(embedder: Embedder, tmp_path: Path) -> None:
     unsafe = {"harmbench": [Example(text=t) for t in harmbench_behaviours()[:60]]}
     few = train_guard(embedder, unsafe, benign_examples(BUSINESS), tmp_path / "few")
-    assert few.calibrated_on == "all"
+    assert few.calibrated_on == "requests" and few.answer_threshold == few.threshold  # too few answers: all
     questions = [f"{q} (order {n})" for n in range(MIN_CALIBRATION // len(BUSINESS) + 1) for q in BUSINESS]
     answers = [f"Yes: {q.lower()} Thanks for asking, order {n}." for n, q in enumerate(questions)]
     many = train_guard(embedder, unsafe, benign_examples(questions, answers), tmp_path / "many")
-    assert many.calibrated_on == "business" and many.calibration_fpr <= 0.05
+    assert many.calibrated_on == "requests" and many.calibration_fpr <= 0.05
     assert many.answer_calibration_fpr <= 0.05 and many.answer_threshold != many.threshold

@@ -79,7 +79,7 @@ class GuardModel(BaseModel):
     threshold: float  # a request is unsafe when its score is above this
     target_fpr: float
     calibration_fpr: float  # share of the calibration examples above the threshold, each scored out of fold
-    calibrated_on: str  # the source of safe examples the threshold was set on ("business", or "all" when too few)
+    calibrated_on: str  # the safe examples the request threshold was set on: "requests" (or "all" when too few)
     answer_threshold: float  # an answer is unsafe when its score is above this
     answer_calibration_fpr: float
     trained_on: dict[str, int]  # examples per source: "harmbench", "teacher-unsafe", "business", "benign", ...
@@ -102,10 +102,12 @@ def train_guard(
     seed: int = 0,
 ) -> GuardModel:
     """A guard trained on `unsafe` against `safe` (each by source) and saved in `directory`. Its threshold for
-    requests is set so that at most `target_fpr` of the business's own questions (`safe["business"]`), each
-    scored by a guard trained without it, are flagged: those are what the served agent is asked. Its threshold
-    for answers is set the same way on the business's answers (`safe["business-answers"]`), which read unlike
-    questions. With fewer than MIN_CALIBRATION of either, every safe example calibrates that threshold."""
+    requests is set so that at most `target_fpr` of the safe requests (the business's questions, ordinary ones
+    and harmless ones in alarming words), each scored by a guard trained without it, are flagged. The business's
+    questions alone would set it too low: on the support-desk example, half of its hand-checked alarming but
+    harmless questions were then flagged. Its threshold for answers is set the same way on the business's
+    answers (`safe["business-answers"]`), which read unlike questions; with fewer than MIN_CALIBRATION of them,
+    every safe example calibrates it."""
     if not 0 < target_fpr < 1:
         raise AlambicError(f"safety.guard.target_fpr: {target_fpr} is not between 0 and 1")
     positives = [example for examples in unsafe.values() for example in examples]
@@ -122,13 +124,16 @@ def train_guard(
         out_of_fold[~kept] = _scores(safe_vectors[~kept], weights, bias, unsafe_vectors, safe_vectors[kept])
     sources = np.concatenate([[source] * len(texts) for source, texts in safe.items()])
 
+    requests = sources != "business-answers"
+
     def calibrated(source: str) -> tuple[str, float, float]:
-        on = source if np.sum(sources == source) >= MIN_CALIBRATION else "all"
-        scores = out_of_fold if on == "all" else out_of_fold[sources == source]
+        chosen = requests if source == "requests" else sources == source
+        on = source if np.sum(chosen) >= MIN_CALIBRATION else "all"
+        scores = out_of_fold if on == "all" else out_of_fold[chosen]
         threshold = _threshold(scores, target_fpr)
         return on, threshold, float(np.mean(scores > threshold))
 
-    calibrated_on, threshold, calibration_fpr = calibrated("business")
+    calibrated_on, threshold, calibration_fpr = calibrated("requests")
     _, answer_threshold, answer_calibration_fpr = calibrated("business-answers")
     weights, bias = _fit(unsafe_vectors, safe_vectors, seed)
     model = GuardModel(
