@@ -87,7 +87,7 @@ def test_answers_are_checked_and_arabic_goes_through_without_error(trained, embe
 def test_the_guard_is_plain_data_and_a_damaged_one_is_named(trained, embedder: Embedder, tmp_path: Path) -> None:
     directory, model = trained
     stored = json.loads((directory / "guard.json").read_text(encoding="utf-8"))
-    assert stored["threshold"] == model.threshold and stored["format"] == 4
+    assert stored["threshold"] == model.threshold and stored["format"] == 5
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "guard.json").write_text("{not json", encoding="utf-8")

@@ -26,7 +26,7 @@ from alambic.errors import AlambicError
 from alambic.guard import Exchange, Verdict
 from alambic.models.embeddings import Embedder
 
-GUARD_FORMAT = 4
+GUARD_FORMAT = 5
 EMBEDDER = "all-MiniLM-L6-v2"
 MARGIN_WEIGHT = 10.0  # the margin's cosine units against the regression's logits (both about ±1 apart)
 LOGIT_SCALE = 0.25
