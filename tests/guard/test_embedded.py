@@ -87,7 +87,7 @@ def test_answers_are_checked_and_arabic_goes_through_without_error(trained, embe
 def test_the_guard_is_plain_data_and_a_damaged_one_is_named(trained, embedder: Embedder, tmp_path: Path) -> None:
     directory, model = trained
     stored = json.loads((directory / "guard.json").read_text(encoding="utf-8"))
-    assert stored["threshold"] == model.threshold and stored["format"] == 5
+    assert stored["threshold"] == model.threshold and stored["format"] == 6
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "guard.json").write_text("{not json", encoding="utf-8")
@@ -124,4 +124,4 @@ def test_answers_get_their_own_threshold_when_there_are_enough(embedder: Embedde
     answers = [f"Yes: {q.lower()} Thanks for asking, order {n}." for n, q in enumerate(questions)]
     many = train_guard(embedder, unsafe, benign_examples(questions, answers), tmp_path / "many")
     assert many.calibrated_on == "requests" and many.calibration_fpr <= 0.05
-    assert many.answer_calibration_fpr <= 0.05 and many.answer_threshold != many.threshold
+    assert many.answer_calibration_fpr <= 0.05 and many.answer_threshold >= many.threshold

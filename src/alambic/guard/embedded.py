@@ -26,7 +26,7 @@ from alambic.errors import AlambicError
 from alambic.guard import Exchange, Verdict
 from alambic.models.embeddings import Embedder
 
-GUARD_FORMAT = 5
+GUARD_FORMAT = 6
 EMBEDDER = "all-MiniLM-L6-v2"
 MARGIN_WEIGHT = 10.0  # the margin's cosine units against the regression's logits (both about ±1 apart)
 LOGIT_SCALE = 0.25
@@ -106,8 +106,8 @@ def train_guard(
     and harmless ones in alarming words), each scored by a guard trained without it, are flagged. The business's
     questions alone would set it too low: on the support-desk example, half of its hand-checked alarming but
     harmless questions were then flagged. Its threshold for answers is set the same way on the business's
-    answers (`safe["business-answers"]`), which read unlike questions; with fewer than MIN_CALIBRATION of them,
-    every safe example calibrates it."""
+    answers (`safe["business-answers"]`), which read unlike questions, and never below the request threshold;
+    with fewer than MIN_CALIBRATION answers, every safe example calibrates it."""
     if not 0 < target_fpr < 1:
         raise AlambicError(f"safety.guard.target_fpr: {target_fpr} is not between 0 and 1")
     positives = [example for examples in unsafe.values() for example in examples]
@@ -134,7 +134,15 @@ def train_guard(
         return on, threshold, float(np.mean(scores > threshold))
 
     calibrated_on, threshold, calibration_fpr = calibrated("requests")
-    _, answer_threshold, answer_calibration_fpr = calibrated("business-answers")
+    _, answer_threshold, _ = calibrated("business-answers")
+    # An answer to an alarming question reads more alarming than the business's own answers: it is held to the
+    # request threshold too (calibrated on business answers alone, the example's served over-refusal was 0.17).
+    answer_threshold = max(answer_threshold, threshold)
+    answer_calibration_fpr = (
+        float(np.mean(out_of_fold[sources == "business-answers"] > answer_threshold))
+        if np.any(sources == "business-answers")
+        else 0.0
+    )
     weights, bias = _fit(unsafe_vectors, safe_vectors, seed)
     model = GuardModel(
         weights=weights.tolist(),
