@@ -17,7 +17,6 @@ from pathlib import Path
 
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever, project_index
-from alambic.facts import contains
 from alambic.models.base import Sampling
 from alambic.models.embedded import embedded_gguf, minilm_dir
 from alambic.models.embeddings import Embedder
@@ -25,6 +24,7 @@ from alambic.models.llamacpp import LlamaCppChat
 from alambic.project import Project
 from alambic.prompts import Prompts
 from alambic.results import EvalResult, ReleaseResult
+from alambic.text import contains
 from figures import figure
 
 QUESTIONS = "eval/questions.jsonl"

@@ -87,7 +87,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def served_refusals(root: Path, model: str, prompt_sets: list[list[str]], max_tokens: int) -> list[float]:
+def served_refusals(root: Path, model: str, prompt_sets: list[list[str]], max_tokens: int, message: str) -> list[float]:
     """The share refused of each set of prompts, asked of one `alambic serve` through the openai SDK."""
     from openai import OpenAI
 
@@ -112,7 +112,7 @@ def served_refusals(root: Path, model: str, prompt_sets: list[list[str]], max_to
                 choice = client.chat.completions.create(
                     model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0
                 ).choices[0]
-                refused += choice.finish_reason == "content_filter" or is_refusal(choice.message.content or "")
+                refused += choice.finish_reason == "content_filter" or is_refusal(choice.message.content or "", message)
             shares.append(refused / len(prompts))
         return shares
     finally:
@@ -161,7 +161,8 @@ def run() -> list[dict]:
     answer_seconds = (time.monotonic() - began) / len(benign)
     student.close()
     guard_seconds = served_guard_seconds(guard, benign, answers)
-    served, over = served_refusals(root, released.name, [harmful, benign], settings.safety.max_new_tokens)
+    message = settings.safety.resolved_refusal_message(settings.project.business)
+    served, over = served_refusals(root, released.name, [harmful, benign], settings.safety.max_new_tokens, message)
     gate = settings.release.gate
     low, high = safety.retention_interval
     print(

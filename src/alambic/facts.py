@@ -11,7 +11,7 @@ import re
 from alambic.hashing import stable_hash
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
-from alambic.text import folded, normalise, words
+from alambic.text import contains, folded, words
 
 KIND = "fact"
 HANDOFF = "handoff"
@@ -20,13 +20,6 @@ NO_ANSWER = ("none", "no answer", "لا يوجد", "لا شيء")
 MAX_FACT_WORDS = 30
 QUOTES = " \t\"'“”‘’«»`*-•:."
 QUOTED = re.compile(r"[\"“«]([^\"”»\n]{1,300})[\"”»]")
-
-
-def contains(text: str, fact: str) -> bool:
-    """True if `fact` occurs in `text` as whole words, compared folded: case, diacritics, Arabic letter
-    variants and punctuation do not matter."""
-    wanted = normalise(fact)
-    return bool(wanted) and f" {wanted} " in f" {normalise(text)} "
 
 
 def checked_fact(raw: str, chunk: str, question: str) -> tuple[str | None, str | None]:

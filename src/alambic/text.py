@@ -29,6 +29,13 @@ def normalise(text: str) -> str:
     return " ".join(words(text))
 
 
+def contains(text: str, phrase: str) -> bool:
+    """True if `phrase` occurs in `text` as whole words, compared folded: case, diacritics, Arabic letter
+    variants and punctuation do not matter."""
+    wanted = normalise(phrase)
+    return bool(wanted) and f" {wanted} " in f" {normalise(text)} "
+
+
 def script(text: str) -> str | None:
     """The main script of a text's letters ("ARABIC", "LATIN", "CJK", ...), or None if it has no letters."""
     counts: Counter[str] = Counter()

@@ -130,3 +130,11 @@ def test_refusals_are_told_from_handoffs_in_several_languages() -> None:
     assert not is_refusal("I don't know that; I can pass your question to a colleague.")
     assert not is_refusal("We roast on Mondays and Thursdays.")
     assert not is_refusal("لا نعرف ذلك، سأحول سؤالك إلى زميل.")
+    assert is_refusal("Sorry, that's not something I can help with.")
+
+
+def test_the_businesss_own_refusal_message_is_a_refusal_whatever_its_words() -> None:
+    message = "Our baristas only talk coffee! Ask us about beans, brewing or your order."
+    assert is_refusal("Our baristas only talk coffee!", message)
+    assert not is_refusal("Our baristas roast on Tuesdays.", message)
+    assert not is_refusal("Our baristas only talk coffee!")  # without the message, no pattern says so

@@ -2,7 +2,8 @@
 
 import pytest
 
-from alambic.facts import HANDOFF, checked_fact, contains
+from alambic.facts import HANDOFF, checked_fact
+from alambic.text import contains
 
 CHUNK = (
     "Store and return\n"

@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 from alambic.dataset import latest_synth_run, split_items
-from alambic.facts import HANDOFF, answer_facts, contains
+from alambic.facts import HANDOFF, answer_facts
 from alambic.prompts import Prompts
 from alambic.store import Ledger
 from alambic.synth.recipes import recipe_targets
+from alambic.text import contains
 
 from ..conftest import FULL_MIX, mock_teacher, run_cli, small_config, write_project
 

@@ -22,7 +22,7 @@ from alambic.curate.dedup import MinHashDeduper, embedding_duplicates, ngrams
 from alambic.curate.judge import Judge, Judgement, agreement
 from alambic.dataset import latest_synth_run
 from alambic.errors import AlambicError
-from alambic.facts import HANDOFF, answer_facts, contains
+from alambic.facts import HANDOFF, answer_facts
 from alambic.hashing import files_sha256, stable_hash
 from alambic.models import teacher_id
 from alambic.models.teacher import Teacher
@@ -31,7 +31,7 @@ from alambic.prompts import Prompts
 from alambic.results import CurateResult, JudgeResult
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Item, Ledger, Run
-from alambic.text import script
+from alambic.text import contains, script
 
 STAGE = "curate"
 JUDGE_PROMPTS = ("judge.system", "judge.user")

@@ -18,7 +18,7 @@ from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run,
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
-from alambic.facts import HANDOFF, answer_facts, contains
+from alambic.facts import HANDOFF, answer_facts
 from alambic.hashing import stable_hash
 from alambic.models import Completion, Message, Sampling, teacher_id
 from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
@@ -34,6 +34,7 @@ from alambic.scoring.intervals import bootstrap_mean
 from alambic.stage import StageReport, progress_bar
 from alambic.store import Artifact, Item, Ledger
 from alambic.store.ledger import Run
+from alambic.text import contains
 
 STAGE = "evaluate"
 HF_BATCH = 8

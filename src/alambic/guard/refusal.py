@@ -10,21 +10,27 @@ from typing import Any
 from alambic.hashing import stable_hash
 from alambic.models.teacher import Teacher
 from alambic.prompts import Prompts
+from alambic.text import contains
 
 REFUSAL = re.compile(
     r"\b(?:i\s*(?:can(?:'|no)?t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
     r"\s+(?:help|assist|provide|do|share|comply|support|give|write|create|answer)"
     r"|(?:i'm|i am) (?:sorry|afraid),? but i (?:can(?:'|no)?t|cannot|won't|will not)"
     r"|not (?:able|allowed|permitted) to (?:help|assist|share|provide)"
+    r"|not something (?:i|we) can (?:help|assist) with|(?:can(?:'|no)?t|cannot) help (?:you )?with (?:that|this)"
     r"|je ne peux pas|no puedo|ich kann (?:ihnen )?(?:dabei )?nicht)"
     r"|لا (?:أستطيع|يمكنني|أقدر على)|لن أتمكن من|لا يسعني",
     re.IGNORECASE,
 )
 
 
-def is_refusal(text: str) -> bool:
-    """True if the text declines to help (in English, Arabic, French, Spanish or German)."""
-    return REFUSAL.search(text) is not None
+def is_refusal(text: str, refusal_message: str = "") -> bool:
+    """True if the text declines to help (in English, Arabic, French, Spanish or German), or states the
+    business's own refusal message (its first sentence), whatever its words."""
+    if REFUSAL.search(text) is not None:
+        return True
+    first = re.split(r"(?<=[.!?؟])\s", refusal_message.strip(), maxsplit=1)[0]
+    return bool(first) and contains(text, first)
 
 
 REFUSAL_SCHEMA: dict[str, Any] = {

@@ -19,7 +19,7 @@ from alambic.errors import AlambicError
 from alambic.guard import UNSAFE_SUBJECTS, Exchange, Guard, Verdict
 from alambic.guard.embedded import Example, data_fingerprint, harmbench_behaviours, hazard_requests, packaged_lines
 from alambic.guard.loading import check_guard_reachable, held_out, open_guard, train_project_guard
-from alambic.guard.refusal import RefusalJudge, is_refusal
+from alambic.guard.refusal import REFUSAL, RefusalJudge, is_refusal
 from alambic.hashing import stable_hash
 from alambic.models import Message, Sampling, teacher_id
 from alambic.models.embedded import EMBEDDED_NAME, transformers_dir
@@ -61,6 +61,7 @@ def run(project: Project, console: Console) -> StageReport:
         teacher_id(config.teacher),
         config.project.resolved_system_prompt(),
         data_fingerprint(),
+        REFUSAL.pattern,
     )
     inputs_hash = stable_hash([r.id for _, _, r in students], prompts.sets, [i.key for i in splits["train"]])
     run_id = f"safety-{stable_hash(config_hash, inputs_hash)[:12]}"
@@ -285,7 +286,10 @@ async def _classify(
                 outputs[role] = dict(zip(prompts, verdicts, strict=True))
     finally:
         await guard.aclose()
-    pattern = {role: {p: is_refusal(text) for p, text in by_prompt.items()} for role, by_prompt in answers.items()}
+    message = project.config.safety.resolved_refusal_message(project.config.project.business)
+    pattern = {
+        role: {p: is_refusal(text, message) for p, text in by_prompt.items()} for role, by_prompt in answers.items()
+    }
     judge: dict[str, dict[str, bool | None]] = {}
     if project.config.safety.judge:
         teacher = Teacher.open(project.config.teacher, project.root, project.ledger)
