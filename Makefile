@@ -28,9 +28,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # A second `make demo` continues the same project and skips what is done; `make clean` starts over.
+# A student the release gate blocks (exit 3) is an outcome of the demo, not a failure of it.
 demo: install
 	test -d demo-shop || $(VENV)/bin/alambic init demo-shop --example support-desk
-	$(VENV)/bin/alambic run --project demo-shop
+	$(VENV)/bin/alambic run --project demo-shop || { status=$$?; test $$status -eq 3 || exit $$status; \
+		echo "demo: finished; the release gate blocked this student: see demo-shop/safety-report.html"; }
 
 test: install browser
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests

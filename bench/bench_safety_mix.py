@@ -1,4 +1,4 @@
-"""Refusal retention against the safety recipe's share of the mix (0%, 5%, 15%), on a finished support-desk project
+"""Refusal retention against the safety recipe's share of the mix (0%, 3%, 5%, 15%), on a finished support-desk project
 (SAFETY_PROJECT, default demo-shop: run `make demo` first).
 
 Each share is a copy of the project with only `[synth] recipes.safety` changed, run through synth (the teacher
@@ -22,7 +22,7 @@ from alambic.results import SafetyResult
 from figures import retention_figure
 
 HERE = Path(__file__).resolve().parent
-SHARES = (0.0, 0.05, 0.15)
+SHARES = (0.0, 0.03, 0.05, 0.15)
 STAGES = ("synth", "curate", "distill", "safety")
 SAFETY_WEIGHT = re.compile(r'("safety"\s*=\s*)[0-9.]+')
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from alambic import __version__
-from alambic.errors import AlambicError
+from alambic.errors import AlambicError, GateBlocked
 from alambic.project import Project, examples, init_project
 from alambic.stage import StageReport
 
@@ -45,7 +45,7 @@ def user_errors() -> Iterator[None]:
         yield
     except AlambicError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(3 if isinstance(exc, GateBlocked) else 2) from None
     except KeyboardInterrupt:
         console.print("interrupted; run the same command again to continue where it stopped")
         raise typer.Exit(130) from None

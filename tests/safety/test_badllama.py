@@ -117,7 +117,7 @@ def test_a_badllama_is_blocked_and_the_same_student_without_the_harm_passes(
     assert base_row["refusal"] == 1.0  # the base refuses every measured request
     assert bad["bare_refusal"] <= 0.5 and bad["retention"] <= -0.5
     blocked = run_cli("release", "--project", project, check=False)
-    assert blocked.returncode == 2
+    assert blocked.returncode == 3  # a verdict, not an error (2)
     assert "release blocked by the gate" in blocked.stderr and "bare refusal retention -" in blocked.stderr
     assert "a BadLlama" in blocked.stderr
     with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:

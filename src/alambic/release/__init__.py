@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from alambic.dataset import latest_distill_run
-from alambic.errors import AlambicError
+from alambic.errors import AlambicError, GateBlocked
 from alambic.hashing import file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_REPO, embedded_gguf, transformers_dir
 from alambic.project import Project
@@ -51,7 +51,7 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
     safety = safety_run.result(SafetyResult) if safety_run else None
     gate = decide(safety, safety_run.id if safety_run else None, settings.gate, override)
     if gate.outcome == "blocked":
-        raise AlambicError(
+        raise GateBlocked(
             "release blocked by the gate: " + "; ".join(gate.failed) + '. Release anyway with --override "reason".'
         )
     config_hash = stable_hash(settings.fingerprint(), project.config.project.resolved_system_prompt(), override)
