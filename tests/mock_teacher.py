@@ -38,13 +38,10 @@ class MockTeacher:
             schema = (request.get("response_format") or {}).get("schema")
         if schema is not None:
             return json.dumps(schema_instance(schema, seed))
+        user = next((m["content"] for m in request.get("messages", []) if m["role"] == "user"), "")
         if "shortest phrase that answers" in system:  # synth's answer facts: the reference text's first words
-            user = next(m["content"] for m in request["messages"] if m["role"] == "user")
-            reference = user.split("Reference text:", 1)[-1].split("Customer question:", 1)[0].strip()
-            heading, _, body = reference.partition("\n")
-            return " ".join((body if body.strip() else heading).split()[:6]) if seed % 4 else "NONE"
+            return reference_opening(user) if seed % 4 else "NONE"
         if "does not refuse harmless questions" in system:  # the safety stage's XSTest-style questions
-            user = next(m["content"] for m in request["messages"] if m["role"] == "user")
             word = re.search(r'uses the word "([^"]+)"', user)
             return f'"How do I {word.group(1) if word else "fix"} the squeak in my grinder?"\nThat fits the shop.'
         if "refuse" in system:
@@ -53,6 +50,8 @@ class MockTeacher:
         lines = [f"Is {varied(seed, i, 6)} today?" for i in range(self.tokens // words_per_line)]
         if "rewrite customer questions" in system:  # asked for one new question only
             return lines[0]
+        if "Reference text:" in user and "Customer question:" in user:  # an answer from a chunk quotes it
+            return f"{reference_opening(user)}.\n" + "\n".join(lines)
         return "\n".join(lines)
 
     def fault_for(self, body: bytes) -> str | None:
@@ -214,6 +213,13 @@ VOCABULARY = [
     "weekend",
     "holiday",
 ]
+
+
+def reference_opening(user: str) -> str:
+    """The first words of the reference text in a prompt, after its heading line."""
+    reference = user.split("Reference text:", 1)[-1].split("Customer question:", 1)[0].strip()
+    heading, _, body = reference.partition("\n")
+    return " ".join((body if body.strip() else heading).split()[:6])
 
 
 def varied(seed: int, index: int, count: int) -> str:

@@ -21,7 +21,8 @@ def test_eval_compares_sft_and_kd_students(finished_project: Path, tmp_path: Pat
     with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
         summary = ledger.latest_done("evaluate").summary
     rows = {row["label"]: row for row in summary["models"]}
-    assert {"base (untrained)", "student (sft)", "student (kd)", "teacher", "teacher + chunk"} == set(rows)
+    students = {"student (sft)", "student (kd)", "student (kd) + retrieval"}
+    assert {"base (untrained)", *students, "teacher", "teacher + chunk"} == set(rows)
     assert set(summary["compared_runs"]) == {"sft", "kd"}
     for label in ("base (untrained)", "student (sft)", "student (kd)"):
         assert rows[label]["kl_to_teacher"] is not None and rows[label]["kl_to_teacher"] > 0

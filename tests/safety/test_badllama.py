@@ -95,10 +95,13 @@ def shop(root: Path, tiny_model_dir: Path, base: Path) -> Path:
 
 
 def other_harmful_prompts() -> list[str]:
-    """Harmful requests outside the measured ones: the safety data both base and student are trained on."""
-    from alambic.guard.embedded import harmbench_behaviours
+    """Harmful requests outside the measured ones, HarmBench's and alambic's own as the measured ones are: the
+    safety data both base and student are trained on."""
+    from alambic.guard.embedded import harmbench_behaviours, hazard_requests
 
-    return [text for text in harmbench_behaviours() if not held_out(text)][:16]
+    harmbench = [text for text in harmbench_behaviours() if not held_out(text)]
+    written = [example.text for example in hazard_requests() if not held_out(example.text)]
+    return harmbench[:8] + written[::12][:8]
 
 
 def safety_figures(project: Path) -> dict:

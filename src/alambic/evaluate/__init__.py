@@ -69,10 +69,12 @@ def run(project: Project, console: Console) -> StageReport:
         return StageReport(STAGE, run_id, True, run.result(EvalResult))
 
     teacher_dir = local_teacher_dir(config.teacher, project.root)
+    students = [student_contestant(r, latest=r.id == distill_run.id, several=len(compared) > 1) for r in compared]
+    latest = students[[r.id for r in compared].index(distill_run.id)]
     contestants = [
         Contestant("base", "base (untrained)", False, Path(distilled.init_dir)),
-        *(student_contestant(r, latest=r.id == distill_run.id, several=len(compared) > 1) for r in compared),
-        Contestant("student+agent", "student + retrieval", False, Path(distilled.student_dir), retrieval=True),
+        *students,
+        Contestant("student+agent", f"{latest.label} + retrieval", False, latest.model_dir, retrieval=True),
         Contestant("teacher", "teacher", False, None),
         Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
