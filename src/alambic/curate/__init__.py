@@ -30,7 +30,7 @@ from alambic.project import Project
 from alambic.prompts import Prompts
 from alambic.results import CurateResult, JudgeResult
 from alambic.stage import StageReport, progress_bar
-from alambic.store import Item, Ledger, Run
+from alambic.store import Item, Ledger, Selected
 from alambic.text import contains, script
 
 STAGE = "curate"
@@ -67,14 +67,15 @@ def run(project: Project, console: Console) -> StageReport:
     prompts = Prompts(project.root)
     judge_id = [teacher_id(config.teacher), prompts.version(*JUDGE_PROMPTS)] if settings.judge else None
     config_hash = stable_hash(settings.fingerprint(), judge_id, files_sha256(project.root, settings.eval_paths))
-    facts = answer_facts(ledger, prompts, [chosen.key for chosen in ledger.selection(synth_run.id)])
+    selection = ledger.selection(synth_run.id)
+    facts = answer_facts(ledger, prompts, [chosen.key for chosen in selection])
     # The facts join the inputs only when there are some, so that a curation made before facts stays done.
     run_id = f"curate-{stable_hash(config_hash, synth_run.id, *([facts] if facts else []))[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, synth_run.id)
     if run.state == "done":
         return StageReport(STAGE, run_id, True, run.result(CurateResult))
 
-    candidates = _candidates(ledger, synth_run, facts)
+    candidates = _candidates(ledger, selection, facts)
     reasons = _rule_and_duplicate_checks(candidates, _eval_texts(project, settings, candidates), settings, console)
     judged, verdicts = JudgeResult(enabled=False), {}
     if settings.judge:
@@ -92,10 +93,9 @@ def run(project: Project, console: Console) -> StageReport:
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
 
 
-def _candidates(ledger: Ledger, synth_run: Run, facts: dict[str, str]) -> list[Candidate]:
+def _candidates(ledger: Ledger, selection: list[Selected], facts: dict[str, str]) -> list[Candidate]:
     """The synth run's selected items, held-out ones first (the evaluation set is never thinned)."""
     chunks = {item.key: item.payload["text"] for item in ledger.items("synth", "chunk")}
-    selection = ledger.selection(synth_run.id)
     candidates = []
     for chosen in selection:
         item = ledger.item(chosen.key)
