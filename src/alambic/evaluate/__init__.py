@@ -79,7 +79,8 @@ def run(project: Project, console: Console) -> StageReport:
         Contestant("teacher+chunk", "teacher + chunk", True, None),
     ]
     local = [c for c in contestants if c.model_dir is not None]
-    agent_prompts = _agent_prompts(project, heldout, console)
+    embedder = Embedder(minilm_dir())
+    agent_prompts = _agent_prompts(project, heldout, embedder, console)
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
@@ -112,7 +113,6 @@ def run(project: Project, console: Console) -> StageReport:
         for contestant, pending in zip(remote, teacher_answers, strict=True):
             answers[contestant.role] = pending.result()
 
-    embedder = Embedder(minilm_dir())
     references = [item.payload["answer"] for item in heldout]
     rows = []
     for contestant in contestants:
@@ -180,11 +180,12 @@ def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
     return Contestant(role, label, False, Path(run.result(DistillResult).student_dir))
 
 
-def _agent_prompts(project: Project, heldout: list[Item], console: Console) -> dict[str, list[Message]]:
+def _agent_prompts(
+    project: Project, heldout: list[Item], embedder: Embedder, console: Console
+) -> dict[str, list[Message]]:
     """Each held-out question as the agent asks its model: with the top passages of the project's index (brought
     up to date with the documents first)."""
     config = project.config
-    embedder = Embedder(minilm_dir())
     with console.status("evaluate: indexing the documents for retrieval"):
         index = project_index(project, embedder)
     retriever, prompts = Retriever(index, embedder), Prompts(project.root)
