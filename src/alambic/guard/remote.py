@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 from alambic.errors import AlambicError
@@ -125,7 +126,7 @@ def parse_shieldgemma(completion: Completion, source: str) -> float:
     return 1.0 if first == "yes" else 0.0
 
 
-class RemoteGuard:
+class RemoteGuard(ABC):
     """A guard model served by vLLM, llama.cpp, TGI or Ollama behind the OpenAI API."""
 
     name = "openai"
@@ -141,8 +142,9 @@ class RemoteGuard:
 
         return list(await asyncio.gather(*(one(exchange) for exchange in exchanges)))
 
+    @abstractmethod
     async def score(self, exchange: Exchange) -> tuple[float, str | None]:
-        raise NotImplementedError
+        """(the probability that the exchange is unsafe, the hazard named where there is one)."""
 
     async def ask(self, messages: list[Message], max_tokens: int) -> Completion:
         from alambic.models.openai import TeacherError
