@@ -327,6 +327,72 @@ class ServeSection(Section):
     n_ctx: int = Field(2048, ge=256)
 
 
+class ToolSection(Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$", description="The tool's name, as the agent calls it.")
+    description: str = Field(min_length=1, description="What the tool does, in the customer's terms.")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the arguments (an object). A string with a `pattern` is copied from the "
+        "customer's own words, never invented.",
+    )
+    sql: str | None = Field(None, description="A parameterised query on agent.database (:name for each argument).")
+    url: str | None = Field(None, description="An HTTP endpoint; the arguments are POSTed to it as JSON.")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    examples: list[str] = Field(
+        default_factory=list,
+        description="How customers ask for it, with {argument} placeholders; filled from agent.database to train "
+        "the agent's choice of tool.",
+    )
+
+    @model_validator(mode="after")
+    def _one_implementation(self) -> ToolSection:
+        if (self.sql is None) == (self.url is None):
+            raise ValueError(f"tool {self.name!r}: give exactly one of sql or url")
+        if self.parameters.get("type") != "object":
+            raise ValueError(f"tool {self.name!r}: parameters must be a JSON Schema of type object")
+        return self
+
+
+class AgentSection(Section):
+    database: str | None = Field(None, description="The business's SQLite database, relative to the project.")
+    tools: list[ToolSection] = Field(default_factory=list)
+    handoff_tool: str | None = Field(
+        None, description="The tool that opens a ticket for a human on a hand-off; it must take a `summary`."
+    )
+    handoff_message: str = Field(
+        "I'm passing this to a member of our team, who will get back to you.{ticket}",
+        description="Said to the customer on a hand-off; {ticket} becomes ' Your reference is N.' when one is made.",
+    )
+    memory_turns: int = Field(6, ge=0, le=100, description="Earlier turns of the session given to the model.")
+    memory_chars: int = Field(2000, ge=0, description="At most this many characters of those turns.")
+    max_tokens: int = Field(160, ge=8, le=4096, description="Longest answer.")
+    handoff_fpr: float = Field(
+        0.05, ge=0, le=0.5, description="Share of answerable training questions the calibrated hand-off may catch."
+    )
+    min_similarity: float | None = Field(
+        None, description="Hand off below this best passage similarity; none: calibrated at release."
+    )
+    min_logprob: float | None = Field(
+        None, description="Hand off below this mean token log-prob of the answer; none: calibrated at release."
+    )
+    cascade: bool = Field(False, description="Send what would be handed off to the teacher instead (FrugalGPT).")
+
+    @model_validator(mode="after")
+    def _known_handoff_tool(self) -> AgentSection:
+        names = [tool.name for tool in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        if self.handoff_tool is not None:
+            tool = next((t for t in self.tools if t.name == self.handoff_tool), None)
+            if tool is None:
+                raise ValueError(f"handoff_tool {self.handoff_tool!r} is not one of agent.tools")
+            if "summary" not in tool.parameters.get("properties", {}):
+                raise ValueError(f"handoff_tool {self.handoff_tool!r} must take a `summary` argument")
+        if any(tool.sql for tool in self.tools) and self.database is None:
+            raise ValueError("a tool has sql: set agent.database")
+        return self
+
+
 class Config(Section):
     project: ProjectSection = Field(default_factory=ProjectSection)
     teacher: TeacherSection = Field(default_factory=TeacherSection)
@@ -338,6 +404,7 @@ class Config(Section):
     safety: SafetySection = Field(default_factory=SafetySection)
     release: ReleaseSection = Field(default_factory=ReleaseSection)
     serve: ServeSection = Field(default_factory=ServeSection)
+    agent: AgentSection = Field(default_factory=AgentSection)
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

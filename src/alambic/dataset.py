@@ -9,6 +9,16 @@ from alambic.errors import AlambicError
 from alambic.results import DistillResult
 from alambic.store.ledger import Item, Ledger, Run
 
+GROUNDED_KINDS = ("qa", "evol-instruct")  # one question about one chunk, answered in one turn
+
+
+def grounded_question(item: Item) -> str | None:
+    """The question of a grounded single-turn item, which its chunk answers; None for any other item."""
+    messages = item.payload["messages"]
+    if item.kind not in GROUNDED_KINDS or not item.payload.get("chunk") or len(messages) != 3:
+        return None
+    return str(messages[1]["content"])
+
 
 def latest_synth_run(ledger: Ledger) -> Run:
     run = ledger.latest_done("synth")

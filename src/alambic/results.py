@@ -171,3 +171,4 @@ class ReleaseResult(StageResult):
     name: str = ""
     licence: str = ""
     signed: bool = False
+    agent: str | None = None  # the agent's folder (index, tool router, calibration); None: released before it

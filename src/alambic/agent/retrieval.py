@@ -46,6 +46,12 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Retrieval:
+    passages: list[Passage]
+    similarity: float  # the cosine of the question and the closest passage in meaning: calibrated for hand-offs
+
+
+@dataclass(frozen=True)
 class IndexChanges:
     added: int  # documents (re)indexed
     removed: int  # documents gone or changed
@@ -133,12 +139,18 @@ class Retriever:
 
     def search(self, query: str, k: int = 4) -> list[Passage]:
         """The `k` passages that best answer `query`, best first."""
+        return self.retrieve(query, k).passages
+
+    def retrieve(self, query: str, k: int = 4) -> Retrieval:
+        """The `k` best passages, and how close the closest one is in meaning."""
+        similarities = self._similarities(query)
         fused: dict[int, float] = {}
-        for ranking in (self._lexical(query), self._semantic(query)):
+        for ranking in (self._lexical(query), self._semantic(similarities)):
             for rank, passage_id in enumerate(ranking):
                 fused[passage_id] = fused.get(passage_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
-        return [self._passage(passage_id, score) for passage_id, score in best]
+        closest = float(similarities.max()) if len(similarities) else -1.0
+        return Retrieval([self._passage(passage_id, score) for passage_id, score in best], closest)
 
     def _lexical(self, query: str) -> list[int]:
         terms = sorted(set(index_words(query)))
@@ -151,10 +163,12 @@ class Retriever:
         ).fetchall()
         return [row[0] for row in rows]
 
-    def _semantic(self, query: str) -> list[int]:
+    def _similarities(self, query: str) -> np.ndarray:
         if not len(self.ids):
-            return []
-        similarities = self.vectors @ self.embedder.embed([query]).numpy()[0]
+            return np.zeros(0, dtype=np.float32)
+        return self.vectors @ self.embedder.embed([query]).numpy()[0]
+
+    def _semantic(self, similarities: np.ndarray) -> list[int]:
         order = np.argsort(-similarities, kind="stable")[:CANDIDATES]
         return [int(self.ids[i]) for i in order]
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever
+from alambic.dataset import grounded_question
 from alambic.prompts import Prompts
 from alambic.store import Item
-
-GROUNDED_KINDS = ("qa", "evol-instruct")  # one question about one chunk, answered in one turn
 
 
 def with_retrieved_context(
@@ -24,10 +23,11 @@ def with_retrieved_context(
 
 
 def _with_context(item: Item, retriever: Retriever, prompts: Prompts, tokenizer: Any, max_len: int) -> Item:
-    messages = item.payload["messages"]
-    if item.kind not in GROUNDED_KINDS or not item.payload.get("chunk") or len(messages) != 3:
+    question = grounded_question(item)
+    if question is None:
         return item
-    system, question, answer = messages[0]["content"], messages[1]["content"], messages[2]
+    messages = item.payload["messages"]
+    system, answer = messages[0]["content"], messages[2]
     passages = retriever.search(question, RETRIEVED)
     while True:
         asked = [*agent_messages(prompts, system, question, passages), answer]

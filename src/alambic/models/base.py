@@ -23,6 +23,8 @@ class Sampling:
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None  # constrain the answer to JSON of this schema
     top_logprobs: int = 0  # also return the k most likely tokens at each position
+    # Also return the answer's mean token log-prob (greedy decoding: each step's most likely token's log-prob).
+    confidence: bool = False
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Completion:
     seconds: float = 0.0  # time the model spent on this answer, not counting any queueing
     # Per generated token: {"token", "logprob", "bytes", "top_logprobs": [...]}, as OpenAI returns them.
     logprobs: list[dict[str, Any]] | None = None
+    mean_logprob: float | None = None  # when Sampling.confidence asked for it
 
 
 @dataclass

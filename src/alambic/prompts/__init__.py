@@ -13,6 +13,9 @@ from alambic.models.base import Message
 # Prompts that only measure (the guard, refusal judging, the over-refusal questions) and never write training data:
 # synth's runs must not be redone when they change.
 MEASURING_PROMPTS = ("guard-judge.", "refusal-judge.", "alarming-question.")
+# Prompts the agent's own model reads (distill trains on them, serve renders them); the teacher never sees them.
+AGENT_PROMPTS = ("agent.", "agent-tool.")
+AGENT_PROMPT_NAMES = ("agent.user", "agent-tool.system", "agent-tool.user")
 
 
 class Prompts:
@@ -39,8 +42,9 @@ class Prompts:
 
     def fingerprint(self) -> str:
         """Changes whenever any template that writes training data, packaged or the project's, changes."""
+        unused_by_synth = MEASURING_PROMPTS + AGENT_PROMPTS
         names = sorted(
-            name for name in set(self._env.list_templates(extensions=["j2"])) if not name.startswith(MEASURING_PROMPTS)
+            name for name in set(self._env.list_templates(extensions=["j2"])) if not name.startswith(unused_by_synth)
         )
         return self.version(*(name.removesuffix(".j2") for name in names))
 

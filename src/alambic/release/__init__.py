@@ -4,6 +4,7 @@ lineage, and a signature."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from alambic.errors import AlambicError, GateBlocked
 from alambic.hashing import file_sha256, stable_hash
 from alambic.models.embedded import EMBEDDED_REPO, embedded_gguf, transformers_dir
 from alambic.project import Project
+from alambic.prompts import AGENT_PROMPT_NAMES, Prompts
 from alambic.release.card import languages, model_card
 from alambic.release.gate import decide
 from alambic.release.gguf import convert_to_gguf, quantize
@@ -54,7 +56,13 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
         raise GateBlocked(
             "release blocked by the gate: " + "; ".join(gate.failed) + '. Release anyway with --override "reason".'
         )
-    config_hash = stable_hash(settings.fingerprint(), project.config.project.resolved_system_prompt(), override)
+    config_hash = stable_hash(
+        settings.fingerprint(),
+        project.config.project.resolved_system_prompt(),
+        override,
+        project.config.agent.fingerprint(),
+        Prompts(project.root).version(*AGENT_PROMPT_NAMES),
+    )
     run_id = f"release-{stable_hash(config_hash, student.sha256, gate.safety_run)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
     if run.state == "done":
@@ -73,6 +81,7 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
     gguf = _export_weights(project, Path(student.path), weights_dir, duties.name, console)
     if safety is not None:
         shutil.copytree(safety.guard.dir, out_dir / "guard")
+    _build_agent(project, out_dir / "agent", Path(gguf[_agent_quant(project, gguf)]), console)
     for filename, text in duties.files.items():
         (out_dir / filename).write_text(text, encoding="utf-8")
     evaluation = latest_evaluation(ledger, distill_run.id)
@@ -103,6 +112,7 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
         name=duties.name,
         licence=duties.licence,
         signed=True,
+        agent=str(out_dir / "agent"),
     )
     ledger.add_artifact(
         Artifact(
@@ -231,6 +241,26 @@ def _lineage(ledger: Ledger, distill_run_id: str, student: Artifact) -> dict[str
         "dataset": next((p for p in ledger.parents(student.id) if p.startswith("dataset-")), None),
         "documents": sorted(key for key in ancestors if (item := ledger.item(key)) and item.kind == "document"),
     }
+
+
+def _agent_quant(project: Project, gguf: dict[str, str]) -> str:
+    """The GGUF the agent is calibrated on: the one served by default, if released."""
+    return project.config.serve.quant if project.config.serve.quant in gguf else next(iter(gguf))
+
+
+def _build_agent(project: Project, agent_dir: Path, gguf: Path, console: Console) -> None:
+    from alambic.agent.build import build_agent, report_line
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+    from alambic.models.llamacpp import LlamaCppChat
+
+    with console.status("release: indexing the documents and calibrating the agent"):
+        model = LlamaCppChat(gguf, n_ctx=project.config.serve.n_ctx, name="student")
+        try:
+            calibration = asyncio.run(build_agent(project, agent_dir, model, Embedder(minilm_dir())))
+        finally:
+            model.close()
+    report_line(calibration, console)
 
 
 def _manifest(

@@ -15,6 +15,7 @@ from alambic.results import ReleaseResult
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from alambic.serve.agent_route import AgentRoute
     from alambic.serve.guarded import GuardedChat
 
 
@@ -73,6 +74,19 @@ def guard_middleware(project: Project, release: ReleaseResult) -> GuardedChat:
     )
 
 
+def agent_route(project: Project, agent_dir: Path, gguf: Path, alias: str) -> AgentRoute:
+    from alambic.agent.build import open_agent
+    from alambic.models import open_teacher
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+    from alambic.models.llamacpp import LlamaCppChat
+    from alambic.serve.agent_route import AgentRoute
+
+    model = LlamaCppChat(gguf, n_ctx=project.config.serve.n_ctx, name="agent")
+    teacher = open_teacher(project.config.teacher, project.root) if project.config.agent.cascade else None
+    return AgentRoute(open_agent(project, agent_dir, model, Embedder(minilm_dir()), teacher), alias)
+
+
 def guarded_app(project: Project, quant: str, guard: bool) -> tuple[FastAPI, str, Path, bool]:
     """The app, the model's alias, its GGUF and whether it is guarded."""
     release = latest_release(project)
@@ -82,9 +96,11 @@ def guarded_app(project: Project, quant: str, guard: bool) -> tuple[FastAPI, str
     gguf = released_gguf(project, quant)
     alias = release.name or f"{project.config.project.name}-student"
     app = create_app(gguf, alias, project.config.serve.n_ctx)
-    if guard:
-        from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.middleware.base import BaseHTTPMiddleware
 
+    if release.agent is not None:  # added first, so the guard (added last, outermost) sees the agent's answers
+        app.add_middleware(BaseHTTPMiddleware, dispatch=agent_route(project, Path(release.agent), gguf, alias))
+    if guard:
         app.add_middleware(BaseHTTPMiddleware, dispatch=guard_middleware(project, release))
     return app, alias, gguf, guard
 

@@ -1,0 +1,158 @@
+"""The agent a release carries (its agent/ folder) and how serve opens it:
+
+- the retrieval index of the project's documents, brought up to date by document hash;
+- the tool router, trained on each tool's example requests that pass the APIGen rule (the call they imply
+  parses against the tool's schema and executes; a SQL tool's changes are rolled back) against the
+  business's training questions;
+- the hand-off thresholds, calibrated on answerable training questions so that at most agent.handoff_fpr of
+  them would be handed off: the closest passage's similarity, and the released student's mean token log-prob
+  on its own answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from alambic.agent.loop import Agent, AgentCalibration, AgentParts
+from alambic.agent.memory import Memory
+from alambic.agent.prompting import RETRIEVED, agent_messages
+from alambic.agent.retrieval import Retriever, project_index
+from alambic.agent.router import ToolRouter, person_phrases
+from alambic.agent.tools import Toolbox
+from alambic.config import AgentSection
+from alambic.dataset import grounded_question, latest_synth_run, split_items
+from alambic.errors import AlambicError
+from alambic.models import ChatModel, Sampling
+from alambic.models.embeddings import Embedder
+from alambic.project import Project
+from alambic.prompts import Prompts
+
+CALIBRATION_QUESTIONS = 24  # answerable training questions the student answers to calibrate its confidence
+
+
+def toolbox(project: Project) -> Toolbox:
+    settings = project.config.agent
+    database = project.root / settings.database if settings.database else None
+    return Toolbox(settings.tools, database)
+
+
+def training_questions(project: Project) -> list[str]:
+    """The questions of the business's grounded training items: answerable from the documents, no tool."""
+    items = split_items(project.ledger, latest_synth_run(project.ledger))["train"]
+    return [question for question in map(grounded_question, items) if question is not None]
+
+
+def tool_requests(tools: Toolbox) -> tuple[dict[str, list[str]], list[str]]:
+    """Each tool's example requests that pass the APIGen rule, and the ones dropped, with why."""
+    kept: dict[str, list[str]] = {}
+    dropped: list[str] = []
+    for name, tool in tools.tools.items():
+        for example in tool.examples:
+            grounded = tools.grounded_values(name, example)
+            if grounded is None:
+                dropped.append(f"{name}: {example!r} has no value of a required argument's pattern")
+                continue
+            arguments = {
+                argument: grounded[argument][0] if argument in grounded else example
+                for argument, schema in tool.parameters.get("properties", {}).items()
+                if argument in grounded or schema.get("type") == "string"
+            }
+            result = tools.call(name, arguments, commit=False)
+            if result.ok:
+                kept.setdefault(name, []).append(example)
+            else:
+                dropped.append(f"{name}: {example!r}: {result.error}")
+    return kept, dropped
+
+
+def floor(values: list[float], fpr: float) -> float | None:
+    return float(np.quantile(values, fpr)) if values else None
+
+
+async def calibrate(
+    project: Project,
+    model: ChatModel,
+    retriever: Retriever,
+    questions: list[str],
+    tool_examples: dict[str, int],
+    dropped: list[str],
+) -> AgentCalibration:
+    from alambic.agent.loop import mean_logprob
+
+    settings, prompts = project.config.agent, Prompts(project.root)
+    system = project.config.project.resolved_system_prompt()
+    similarities, logprobs = [], []
+    for question in questions[:CALIBRATION_QUESTIONS]:
+        retrieval = retriever.retrieve(question, RETRIEVED)
+        similarities.append(retrieval.similarity)
+        messages = agent_messages(prompts, system, question, retrieval.passages)
+        completion = await model.achat(messages, Sampling(max_tokens=settings.max_tokens, confidence=True))
+        confidence = mean_logprob(completion)
+        if confidence is not None:
+            logprobs.append(confidence)
+    return AgentCalibration(
+        min_similarity=floor(similarities, settings.handoff_fpr),
+        min_logprob=floor(logprobs, settings.handoff_fpr),
+        calibrated_on=len(similarities),
+        handoff_fpr=settings.handoff_fpr,
+        tool_examples=tool_examples,
+        dropped_examples=dropped,
+    )
+
+
+async def build_agent(project: Project, out_dir: Path, model: ChatModel, embedder: Embedder) -> AgentCalibration:
+    """Writes the release's agent/ folder: index.sqlite, router.json and calibration.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project_index(project, embedder), out_dir / "index.sqlite")
+    tools = toolbox(project)
+    requests, dropped = tool_requests(tools)
+    questions = training_questions(project)
+    ToolRouter.train(requests, questions, embedder).save(out_dir / "router.json")
+    retriever = Retriever(out_dir / "index.sqlite", embedder)
+    try:
+        calibration = await calibrate(
+            project, model, retriever, questions, {name: len(texts) for name, texts in requests.items()}, dropped
+        )
+    finally:
+        retriever.close()
+    (out_dir / "calibration.json").write_text(calibration.model_dump_json(indent=1), encoding="utf-8")
+    return calibration
+
+
+def open_agent(
+    project: Project, agent_dir: Path, model: ChatModel, embedder: Embedder, teacher: ChatModel | None = None
+) -> Agent:
+    settings: AgentSection = project.config.agent
+    try:
+        calibration = AgentCalibration.model_validate_json((agent_dir / "calibration.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AlambicError(f"{agent_dir}: the release's agent is missing or damaged ({exc}); release again") from exc
+    parts = AgentParts(
+        model=model,
+        retriever=Retriever(agent_dir / "index.sqlite", embedder),
+        toolbox=toolbox(project),
+        router=ToolRouter.load(agent_dir / "router.json", embedder),
+        memory=Memory(project.state_dir / "conversations.sqlite"),
+        calibration=calibration,
+        prompts=Prompts(project.root),
+        system_prompt=project.config.project.resolved_system_prompt(),
+        business=project.config.project.business,
+        person_phrases=person_phrases(),
+        teacher=teacher,
+        ledger=project.ledger,
+    )
+    return Agent(parts, settings)
+
+
+def report_line(calibration: AgentCalibration, console: Console) -> None:
+    tools = ", ".join(f"{name} ({count})" for name, count in calibration.tool_examples.items()) or "none"
+    console.print(
+        f"agent: hand-off below similarity {calibration.min_similarity} or log-prob {calibration.min_logprob} "
+        f"(calibrated on {calibration.calibrated_on} questions); tools with examples: {tools}"
+    )
+    for line in calibration.dropped_examples:
+        console.print(f"  [yellow]dropped tool example[/yellow] {line}")
