@@ -90,7 +90,7 @@ def test_a_slow_query_times_out(tmp_path: Path) -> None:
 @pytest.fixture
 def slow_endpoint() -> Iterator[str]:
     class Slow(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             time.sleep(2)
             self.send_response(200)
             self.end_headers()

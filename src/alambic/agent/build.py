@@ -32,6 +32,7 @@ from alambic.project import Project
 from alambic.prompts import Prompts
 
 CALIBRATION_QUESTIONS = 24  # answerable training questions the student answers to calibrate its confidence
+MIN_CALIBRATION_QUESTIONS = 10  # fewer, and a quantile means nothing: no calibrated hand-off
 
 
 def toolbox(project: Project) -> Toolbox:
@@ -70,7 +71,7 @@ def tool_requests(tools: Toolbox) -> tuple[dict[str, list[str]], list[str]]:
 
 
 def floor(values: list[float], fpr: float) -> float | None:
-    return float(np.quantile(values, fpr)) if values else None
+    return float(np.quantile(values, fpr)) if len(values) >= MIN_CALIBRATION_QUESTIONS else None
 
 
 async def calibrate(
@@ -150,9 +151,14 @@ def open_agent(
 
 def report_line(calibration: AgentCalibration, console: Console) -> None:
     tools = ", ".join(f"{name} ({count})" for name, count in calibration.tool_examples.items()) or "none"
-    console.print(
-        f"agent: hand-off below similarity {calibration.min_similarity} or log-prob {calibration.min_logprob} "
-        f"(calibrated on {calibration.calibrated_on} questions); tools with examples: {tools}"
-    )
+    if calibration.min_similarity is None:
+        handoff = f"no calibrated hand-off (only {calibration.calibrated_on} answerable training questions)"
+    else:
+        confidence = "" if calibration.min_logprob is None else f" or log-prob {calibration.min_logprob:.3f}"
+        handoff = (
+            f"hand-off below similarity {calibration.min_similarity:.3f}{confidence} "
+            f"(calibrated on {calibration.calibrated_on} questions)"
+        )
+    console.print(f"agent: {handoff}; tools with example requests: {tools}")
     for line in calibration.dropped_examples:
         console.print(f"  [yellow]dropped tool example[/yellow] {line}")

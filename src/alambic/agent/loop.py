@@ -59,6 +59,7 @@ class AgentReply:
     cascaded: bool = False
     logprob: float | None = None
     similarity: float | None = None
+    remembered: int = 0  # earlier messages of the session the model was given
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -72,6 +73,7 @@ class AgentReply:
             "cascaded": self.cascaded,
             "logprob": None if self.logprob is None else round(self.logprob, 4),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "remembered": self.remembered,
         }
 
 
@@ -126,6 +128,7 @@ class Agent:
         memory = self.parts.memory
         history = memory.history(session, self.settings.memory_turns, self.settings.memory_chars)
         reply = await self._answer(question, session, history)
+        reply.remembered = len(history)
         memory.add(session, "user", remembered_question(question, reply.tool_calls))
         memory.add(session, "assistant", reply.text, reply.details())
         return reply
