@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from alambic.agent.prompting import RETRIEVED, agent_messages
@@ -36,8 +37,8 @@ def recall_at(retriever: Retriever, rows: list[dict], ranking: str) -> float:
         if ranking == "fused":
             texts = [passage.text for passage in retriever.search(row["question"], RETRIEVED)]
         else:
-            ids = getattr(retriever, f"_{ranking}")(row["question"])[:RETRIEVED]
-            texts = [retriever._passage(passage_id, 0.0).text for passage_id in ids]
+            ids = getattr(retriever, f"{ranking}_ranking")(row["question"])[:RETRIEVED]
+            texts = [retriever.passage(passage_id).text for passage_id in ids]
         hits += any(contains(text, row["fact"]) for text in texts)
     return hits / len(rows)
 
@@ -98,9 +99,46 @@ def run() -> list[dict]:
     return figures
 
 
+SAMPLING = Sampling(temperature=0.0, max_tokens=96)
+
+
+def answered(model_path: Path, rows: list[dict], messages_of: Callable[[dict], list]) -> tuple[float, float]:
+    """Fact recall over `rows`, and tokens/s with whatever `messages_of` costs (retrieval) included."""
+    model = LlamaCppChat(model_path, 4096)
+    began, stated, tokens = time.monotonic(), [], 0
+    for row in rows:
+        completion = model.chat(messages_of(row), SAMPLING)
+        stated.append(contains(completion.text, row["fact"]))
+        tokens += completion.completion_tokens
+    seconds = time.monotonic() - began
+    model.close()
+    return sum(stated) / len(stated), tokens / seconds
+
+
+def agent_fact_recall(project: Project, retriever: Retriever, rows: list[dict], gguf: Path) -> tuple[float, float]:
+    prompts, system = Prompts(project.root), project.config.project.resolved_system_prompt()
+    return answered(
+        gguf, rows, lambda row: agent_messages(prompts, system, row["question"], retriever.search(row["question"]))
+    )
+
+
+def teacher_fact_recall(project: Project, retriever: Retriever, rows: list[dict]) -> tuple[float, float]:
+    """The embedded teacher given the passage that holds each question's fact (the teacher with the chunk)."""
+    prompts, business = Prompts(project.root), project.config.project.business
+
+    def gold(row: dict) -> str:
+        return next((p.text for p in retriever.search(row["question"], 20) if contains(p.text, row["fact"])), "")
+
+    return answered(
+        embedded_gguf(),
+        rows,
+        lambda row: prompts.messages("answer", business=business, question=row["question"], chunk=gold(row)),
+    )
+
+
 def hand_checked_fact_recall(project: Project, retriever: Retriever, rows: list[dict]) -> list[dict]:
     """The released student as the agent on the hand-checked questions, against the embedded teacher given the
-    passage that holds the fact (the teacher with the answer's chunk), both on this CPU."""
+    passage that holds the fact, both on this CPU."""
     released = project.ledger.latest_done("release")
     if released is None or not released.result(ReleaseResult).gguf:
         return []
@@ -108,31 +146,8 @@ def hand_checked_fact_recall(project: Project, retriever: Retriever, rows: list[
     gguf = Path(release.gguf.get(project.config.serve.quant) or next(iter(release.gguf.values())))
     if not gguf.is_file():
         return []
-    prompts, system = Prompts(project.root), project.config.project.resolved_system_prompt()
-    business = project.config.project.business
-    sampling = Sampling(temperature=0.0, max_tokens=96)
-
-    def fact_recall(model_path: Path, messages_of) -> tuple[float, float]:
-        model = LlamaCppChat(model_path, 4096)
-        began, stated, tokens = time.monotonic(), [], 0
-        for row in rows:
-            completion = model.chat(messages_of(row), sampling)
-            stated.append(contains(completion.text, row["fact"]))
-            tokens += completion.completion_tokens
-        seconds = time.monotonic() - began
-        model.close()
-        return sum(stated) / len(stated), tokens / seconds
-
-    def gold(row: dict) -> str:
-        return next((p.text for p in retriever.search(row["question"], 20) if contains(p.text, row["fact"])), "")
-
-    agent, agent_speed = fact_recall(
-        gguf, lambda row: agent_messages(prompts, system, row["question"], retriever.search(row["question"], RETRIEVED))
-    )
-    teacher, teacher_speed = fact_recall(
-        embedded_gguf(),
-        lambda row: prompts.messages("answer", business=business, question=row["question"], chunk=gold(row)),
-    )
+    agent, agent_speed = agent_fact_recall(project, retriever, rows, gguf)
+    teacher, teacher_speed = teacher_fact_recall(project, retriever, rows)
     print(
         f"hand-checked questions ({len(rows)}): agent fact recall {agent:.2f} at {agent_speed:.0f} tok/s, "
         f"teacher with the fact's passage {teacher:.2f} at {teacher_speed:.0f} tok/s"

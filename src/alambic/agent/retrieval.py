@@ -145,14 +145,15 @@ class Retriever:
         """The `k` best passages, and how close the closest one is in meaning."""
         similarities = self._similarities(query)
         fused: dict[int, float] = {}
-        for ranking in (self._lexical(query), self._semantic(similarities)):
+        for ranking in (self.lexical_ranking(query), self._semantic(similarities)):
             for rank, passage_id in enumerate(ranking):
                 fused[passage_id] = fused.get(passage_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
         closest = float(similarities.max()) if len(similarities) else -1.0
-        return Retrieval([self._passage(passage_id, score) for passage_id, score in best], closest)
+        return Retrieval([self.passage(passage_id, score) for passage_id, score in best], closest)
 
-    def _lexical(self, query: str) -> list[int]:
+    def lexical_ranking(self, query: str) -> list[int]:
+        """Passage ids by BM25 alone, best first."""
         terms = sorted(set(index_words(query)))
         if not terms:
             return []
@@ -163,6 +164,10 @@ class Retriever:
         ).fetchall()
         return [row[0] for row in rows]
 
+    def semantic_ranking(self, query: str) -> list[int]:
+        """Passage ids by MiniLM similarity alone, best first."""
+        return self._semantic(self._similarities(query))
+
     def _similarities(self, query: str) -> np.ndarray:
         if not len(self.ids):
             return np.zeros(0, dtype=np.float32)
@@ -172,7 +177,7 @@ class Retriever:
         order = np.argsort(-similarities, kind="stable")[:CANDIDATES]
         return [int(self.ids[i]) for i in order]
 
-    def _passage(self, passage_id: int, score: float) -> Passage:
+    def passage(self, passage_id: int, score: float = 0.0) -> Passage:
         key, doc, citation, text = self.db.execute(
             "SELECT key, doc, citation, text FROM passages WHERE id = ?", (passage_id,)
         ).fetchone()
