@@ -10,14 +10,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from alambic.agent.build import open_agent
+from alambic.agent.loop import Agent
+from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever, project_index
+from alambic.agent.tools import Toolbox
 from alambic.models.base import Sampling
 from alambic.models.embedded import embedded_gguf, minilm_dir
 from alambic.models.embeddings import Embedder
@@ -29,6 +37,7 @@ from alambic.text import contains
 from figures import figure
 
 QUESTIONS = "eval/questions.jsonl"
+AGENT_QUESTIONS = "eval/agent-questions.jsonl"  # held-out tool requests and questions to hand off
 
 
 def recall_at(retriever: Retriever, rows: list[dict], ranking: str) -> float:
@@ -96,6 +105,7 @@ def run() -> list[dict]:
     )
     figures += hand_checked_fact_recall(project, retriever, rows)
     retriever.close()
+    figures += asyncio.run(agent_behaviour(project, rows, embedder))
     return figures
 
 
@@ -156,3 +166,103 @@ def hand_checked_fact_recall(project: Project, retriever: Retriever, rows: list[
         figure("agent-fact-recall-hand-checked", agent, "share", "teacher + passage", teacher or 1e-9, ">= 1.0"),
         figure("agent-speed-hand-checked", agent_speed, "tok/s", "teacher", teacher_speed, ">= 2.5"),
     ]
+
+
+def bench_agent(project: Project, embedder: Embedder, workdir: Path, cascade: bool) -> tuple[Agent, list]:
+    """The released agent as serve opens it, with its tickets and conversations in `workdir` (never the
+    project's), and the models to close."""
+    release = project.ledger.latest_done("release").result(ReleaseResult)
+    if release.agent is None:
+        raise SystemExit(f"{project.root}: the release has no agent; release it again")
+    gguf = Path(release.gguf.get(project.config.serve.quant) or next(iter(release.gguf.values())))
+    model = LlamaCppChat(gguf, project.config.serve.n_ctx, name="agent")
+    teacher = LlamaCppChat(embedded_gguf(), 4096, name="teacher") if cascade else None
+    opened = open_agent(project, Path(release.agent), model, embedder, teacher)
+    settings = project.config.agent
+    database = workdir / "orders.sqlite"
+    if settings.database:
+        shutil.copyfile(project.root / settings.database, database)
+    parts = dataclasses.replace(
+        opened.parts, toolbox=Toolbox(settings.tools, database), memory=Memory(workdir / f"memory-{cascade}.sqlite")
+    )
+    return Agent(parts, settings.model_copy(update={"cascade": cascade})), [m for m in (model, teacher) if m]
+
+
+async def agent_behaviour(project: Project, rows: list[dict], embedder: Embedder) -> list[dict]:
+    """Tool choice and arguments on the held-out tool questions; hand-offs on the unanswerable ones against the
+    answerable ones; the cascade's cost and fact recall against always asking the teacher."""
+    held_out = project.root / AGENT_QUESTIONS
+    if not held_out.is_file() or project.ledger.latest_done("release") is None:
+        return []
+    agent_rows = [json.loads(line) for line in held_out.read_text(encoding="utf-8").splitlines() if line.strip()]
+    figures = []
+    with tempfile.TemporaryDirectory() as workdir:
+        agent, models = bench_agent(project, embedder, Path(workdir), cascade=False)
+        exact = []
+        for row in (row for row in agent_rows if not row["handoff"]):
+            planned = await agent.plan_tool_call(row["question"], row["question"])
+            tool, arguments = planned if planned else ("none", None)
+            exact.append(tool == row["tool"] and (row["arguments"] is None or arguments == row["arguments"]))
+        tool_match = sum(exact) / len(exact)
+        print(f"tool choice and arguments, exact match on {len(exact)} held-out requests: {tool_match:.2f}")
+        figures.append(figure("agent-tool-exact-match", tool_match, "share", "goal", 0.9, ">= 0.9"))
+
+        expected = [row["handoff"] for row in agent_rows] + [False] * len(rows)
+        questions = [row["question"] for row in agent_rows] + [row["question"] for row in rows]
+        handed = [(await agent.answer(q, f"bench-{i}")).handoff is not None for i, q in enumerate(questions)]
+        caught = sum(h and e for h, e in zip(handed, expected, strict=True))
+        precision = caught / max(sum(handed), 1)
+        recall = caught / max(sum(expected), 1)
+        print(
+            f"hand-offs: {sum(handed)} of {len(questions)} turns; precision {precision:.2f}, recall {recall:.2f} "
+            f"on {sum(expected)} that should be handed off"
+        )
+        figures.append(figure("agent-handoff-precision", precision, "share", "ideal", 1.0, "report"))
+        figures.append(figure("agent-handoff-recall", recall, "share", "ideal", 1.0, "report"))
+        for model in models:
+            model.close()
+
+        figures += await cascade_cost(project, rows, embedder, Path(workdir))
+    return figures
+
+
+async def cascade_cost(project: Project, rows: list[dict], embedder: Embedder, workdir: Path) -> list[dict]:
+    """With cascade = true on the hand-checked questions: the teacher's tokens and fact recall, against the
+    teacher answering every question from the same retrieved passages."""
+    agent, models = bench_agent(project, embedder, workdir, cascade=True)
+    teacher = models[-1]
+    cascaded, cascade_tokens, cascade_facts, teacher_tokens, teacher_facts = 0, 0, 0, 0, 0
+    prompts, system = agent.parts.prompts, agent.parts.system_prompt
+    for i, row in enumerate(rows):
+        reply = await agent.answer(row["question"], f"cascade-{i}")
+        cascaded += reply.cascaded
+        cascade_tokens += (reply.prompt_tokens + reply.completion_tokens) if reply.cascaded else 0
+        cascade_facts += contains(reply.text, row["fact"])
+        messages = agent_messages(prompts, system, row["question"], retriever_passages(agent, row["question"]))
+        always = teacher.chat(messages, Sampling(max_tokens=agent.settings.max_tokens))
+        teacher_tokens += always.prompt_tokens + always.completion_tokens
+        teacher_facts += contains(always.text, row["fact"])
+    for model in models:
+        model.close()
+    n = len(rows)
+    ratio = cascade_tokens / max(teacher_tokens, 1)
+    print(
+        f"cascade: {cascaded} of {n} questions to the teacher ({cascaded / n:.2f}); teacher tokens per 1,000 answers "
+        f"{cascade_tokens / n * 1000:.0f} against {teacher_tokens / n * 1000:.0f} always asking it ({ratio:.2f}); "
+        f"fact recall {cascade_facts / n:.2f} against {teacher_facts / n:.2f}"
+    )
+    return [
+        figure("agent-cascade-rate", cascaded / n, "share", "always the teacher", 1.0, "report"),
+        figure(
+            "agent-cascade-cost-vs-teacher",
+            cascade_tokens / n * 1000,
+            "teacher tokens / 1k answers",
+            "always the teacher",
+            teacher_tokens / n * 1000 or 1e-9,
+            f"lower, at fact recall {cascade_facts / n:.2f} >= {teacher_facts / n:.2f}",
+        ),
+    ]
+
+
+def retriever_passages(agent: Agent, question: str) -> list:
+    return agent.parts.retriever.search(question, RETRIEVED)

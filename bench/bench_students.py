@@ -96,7 +96,7 @@ def run() -> list[dict]:
         student = (
             next(row for row in evaluated.result(EvalResult).models if row.role == "student") if evaluated else None
         )
-        fluency = student.fluency if student is not None else None
+        fluency = student.fluency_nll if student is not None else None
         points.append({"layers": layers, "speed": speed, "fact_recall": recall, "fluency": fluency})
         print(
             f"{layers} layers: agent fact recall {recall:.2f} at {speed:.0f} tok/s "

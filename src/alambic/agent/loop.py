@@ -164,16 +164,23 @@ class Agent:
         return reply
 
     async def _tool_call(self, question: str, customer_words: str, session: str) -> ToolResult | None:
+        planned = await self.plan_tool_call(question, customer_words)
+        if planned is None:
+            return None
+        name, arguments = planned
+        if isinstance(arguments, dict):
+            arguments |= self._agent_filled(name, question, session)
+        return self.parts.toolbox.call(name, arguments)
+
+    async def plan_tool_call(self, question: str, customer_words: str) -> tuple[str, Any] | None:
+        """The tool the message calls for and the model's arguments for it (not yet run), or None."""
         toolbox = self.parts.toolbox
         grounded = {name: toolbox.grounded_values(name, customer_words) for name in toolbox.tools}
         allowed = {name for name, values in grounded.items() if values is not None}
         chosen = self.parts.router.choose(question, allowed)
         if chosen == NO_TOOL:
             return None
-        arguments = await self._arguments(chosen, question, grounded[chosen] or {})
-        if isinstance(arguments, dict):
-            arguments |= self._agent_filled(chosen, question, session)
-        return toolbox.call(chosen, arguments)
+        return chosen, await self._arguments(chosen, question, grounded[chosen] or {})
 
     def _agent_filled(self, tool: str, question: str, session: str) -> dict[str, str]:
         properties = self.parts.toolbox.tools[tool].parameters.get("properties", {})
