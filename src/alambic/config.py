@@ -363,6 +363,11 @@ class AgentSection(Section):
         "I'm passing this to a member of our team, who will get back to you.{ticket}",
         description="Said to the customer on a hand-off; {ticket} becomes ' Your reference is N.' when one is made.",
     )
+    handoff_messages: dict[str, str] = Field(
+        default_factory=lambda: {"ar": "سأحيل طلبك إلى أحد أعضاء فريقنا، وسيتواصل معك قريباً.{ticket}"},
+        description="The hand-off message in other languages, by ISO 639-1 code of the customer's message; "
+        "{ticket} becomes the reference in that language's words when it is given, else in English.",
+    )
     memory_turns: int = Field(6, ge=0, le=100, description="Earlier turns of the session given to the model.")
     memory_chars: int = Field(2000, ge=0, description="At most this many characters of those turns.")
     max_tokens: int = Field(160, ge=8, le=4096, description="Longest answer.")

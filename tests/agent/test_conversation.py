@@ -98,7 +98,13 @@ def test_a_conversation_with_an_order_lookup_memory_and_a_handoff(agent_project:
         text, handoff = ask(client, "Can I speak to someone about order QL-1006?", "alice")
         assert handoff["handoff"] == "asked for a person"
         assert f"Your reference is {handoff['ticket']}." in text
+        arabic, arabic_handoff = ask(client, "أريد التحدث مع موظف من فضلك", "farah")
+        assert (
+            arabic
+            == f"سأحيل طلبك إلى أحد أعضاء فريقنا، وسيتواصل معك قريباً. رقم طلبك المرجعي هو {arabic_handoff['ticket']}."
+        )
     assert ("Can I speak to someone about order QL-1006?", "alice") in tickets(agent_project)
+    assert ("أريد التحدث مع موظف من فضلك", "farah") in tickets(agent_project)
     memory = Memory(agent_project / ".alambic" / "conversations.sqlite")
     turns = memory.history("alice", 10, 10_000)
     memory.close()

@@ -29,11 +29,13 @@ from alambic.agent.router import NO_TOOL, ToolRouter, asks_for_person
 from alambic.agent.tools import FREE_TEXT_CHARS, Toolbox, ToolResult
 from alambic.config import AgentSection
 from alambic.errors import AlambicError
+from alambic.language import language_of
 from alambic.models import ChatModel, Completion, Sampling
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
 
 CALIBRATION_FORMAT = 1
+TICKET_REFERENCE = {"en": " Your reference is {ticket}.", "ar": " رقم طلبك المرجعي هو {ticket}."}
 
 
 class AgentCalibration(BaseModel):
@@ -245,5 +247,11 @@ class Agent:
                 ticket = str(opened.result["id"])
         self.parts.memory.record_handoff(reply.session, reason, question, ticket)
         reply.handoff, reply.ticket = reason, ticket
-        reply.text = self.settings.handoff_message.format(ticket=f" Your reference is {ticket}." if ticket else "")
+        reply.text = self._handoff_message(question, ticket)
         return reply
+
+    def _handoff_message(self, question: str, ticket: str | None) -> str:
+        language = language_of(question)
+        message = self.settings.handoff_messages.get(language or "", self.settings.handoff_message)
+        reference = TICKET_REFERENCE.get(language or "", TICKET_REFERENCE["en"])
+        return message.format(ticket=reference.format(ticket=ticket) if ticket else "")
