@@ -203,7 +203,7 @@ def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None
     output.print(f"\nServe it:  alambic serve --project {root}{preset_arg}", soft_wrap=True)
     output.print(
         f"Ask it:    curl -s http://{cfg.host}:{cfg.port}/v1/chat/completions -H 'Content-Type: application/json' "
-        """-d '{"messages": [{"role": "user", "content": "When do you roast?"}]}'""",
+        """-d '{"model": "agent", "user": "me", "messages": [{"role": "user", "content": "When do you roast?"}]}'""",
         soft_wrap=True,
     )
 
