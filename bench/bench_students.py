@@ -47,7 +47,7 @@ def with_layers(project: Path, layers: int) -> Path:
         shutil.copytree(project, copy, ignore=ignored)
     (copy / "alambic.toml").write_text(PRUNE.sub(f"prune_layers = {layers}", text, count=1), encoding="utf-8")
     alambic = [sys.executable, "-m", "alambic"]
-    for stage in ("distill", "evaluate"):
+    for stage in ("distill", "eval"):
         subprocess.run([*alambic, stage, "--project", str(copy)], check=True)
     subprocess.run([*alambic, "release", "--project", str(copy), "--override", "benchmark: student sizes"], check=True)
     return copy

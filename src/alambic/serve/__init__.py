@@ -116,5 +116,6 @@ def serve(
     )
     host, port = host or settings.host, port or settings.port
     state = "guarded" if guarded else "UNGUARDED"
-    console.print(f"serving {alias} ({gguf.name}, {state}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
+    models = "models student and agent" if latest_release(project).agent else "model student"
+    console.print(f"serving {alias} ({gguf.name}, {state}; {models}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
