@@ -66,21 +66,24 @@ def summary_table(reports: list[StageReport], seconds: float) -> RenderableType:
     return grid
 
 
+def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    if value is None or interval is None:
+        return "—"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def evaluation_table(evaluation: EvalResult) -> Table:
     table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
-    columns = ("model", "fact recall", "gap recovery", "fluency", "token F1", "cosine", "held-out loss")
+    columns = ("model", "fact recall", "hand-checked", "gap recovery", "fluency", "token F1", "cosine", "held-out loss")
     for column in (*columns, "KL to teacher", "answer tok/s", "size"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for row in evaluation.models:
         loss = "—" if row.heldout_loss is None else f"{row.heldout_loss:.3f}"
         kl = "—" if row.kl_to_teacher is None else f"{row.kl_to_teacher:.3f}"
-        recall = "—"
-        if row.fact_recall is not None and row.fact_recall_interval is not None:
-            low, high = row.fact_recall_interval
-            recall = f"{row.fact_recall:.2f} [{low:.2f}, {high:.2f}]"
         table.add_row(
             row.label,
-            recall,
+            with_interval(row.fact_recall, row.fact_recall_interval),
+            with_interval(row.checked_fact_recall, row.checked_fact_recall_interval),
             "—" if row.gap_recovery is None else f"{row.gap_recovery:.2f}",
             "—" if row.fluency_nll is None else f"{row.fluency_nll:.2f}",
             f"{row.f1:.3f}",

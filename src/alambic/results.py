@@ -85,6 +85,8 @@ class ModelScore(StageResult):
     label: str
     fact_recall: float | None = None  # share of answers stating their question's fact from the documents
     fact_recall_interval: tuple[float, float] | None = None  # 95% bootstrap
+    checked_fact_recall: float | None = None  # the same on the project's hand-checked questions (curate.eval_paths)
+    checked_fact_recall_interval: tuple[float, float] | None = None
     gap_recovery: float | None = None  # (this − teacher without chunk) ÷ (teacher with chunk − teacher without)
     fluency_nll: float | None = None  # the teacher's mean NLL per answer token; None without a local teacher
     f1: float
@@ -99,6 +101,7 @@ class EvalResult(StageResult):
     questions: int
     facts: int = 0  # held-out questions with an answer fact from the documents
     handoffs: int = 0  # held-out questions the documents do not answer
+    checked: int = 0  # hand-checked questions with a fact, from curate.eval_paths
     models: list[ModelScore]
     report: str
     distill_run: str

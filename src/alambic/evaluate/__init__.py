@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,8 +62,15 @@ def run(project: Project, console: Console) -> StageReport:
     compared = compared_runs(ledger, distill_run)
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
     facts = answer_facts(ledger, Prompts(project.root), [item.key for item in heldout])
-    # Facts join the inputs only when there are some, so that an evaluation made before facts stays done.
-    inputs_hash = stable_hash([r.id for r in compared], [item.key for item in heldout], *([facts] if facts else []))
+    checked_rows = hand_checked_rows(project)
+    # Facts and hand-checked questions join the inputs only when there are some, so that an evaluation made
+    # before them stays done.
+    inputs_hash = stable_hash(
+        [r.id for r in compared],
+        [item.key for item in heldout],
+        *([facts] if facts else []),
+        *([checked_rows] if checked_rows else []),
+    )
     run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
@@ -80,14 +88,21 @@ def run(project: Project, console: Console) -> StageReport:
     ]
     local = [c for c in contestants if c.model_dir is not None]
     embedder = Embedder(minilm_dir())
-    agent_prompts = _agent_prompts(project, heldout, embedder, console)
+    with console.status("evaluate: indexing the documents for retrieval"):
+        retriever = Retriever(project_index(project, embedder), embedder)
+    try:
+        checked = hand_checked_items(project, ledger, run_id, checked_rows, retriever)
+        asked = heldout + checked
+        agent_prompts = _agent_prompts(project, asked, retriever)
+    finally:
+        retriever.close()
     sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
     losses: dict[str, float] = {}
     kls: dict[str, float | None] = {}
     with progress_bar(console) as progress:
-        task = progress.add_task("evaluate: answering", total=len(heldout) * len(contestants))
+        task = progress.add_task("evaluate: answering", total=len(asked) * len(contestants))
 
         def advance(count: int) -> None:
             progress.advance(task, count)
@@ -101,12 +116,12 @@ def run(project: Project, console: Console) -> StageReport:
                 losses[contestant.role] = _heldout_loss(model.model, model.tokenizer, heldout)
                 if reference is not None:
                     kls[contestant.role] = kl_to_teacher(model, reference, heldout)
-            pending = _Answers(ledger, run_id, contestant, heldout, advance, agent_prompts)
+            pending = _Answers(ledger, run_id, contestant, asked, advance, agent_prompts)
             answers[contestant.role] = _answer_locally(pending, model, sampling)
         if reference is not None:
             losses["teacher"] = _heldout_loss(reference.model, reference.tokenizer, heldout)
         remote = [c for c in contestants if c.model_dir is None]
-        teacher_answers = [_Answers(ledger, run_id, c, heldout, advance, agent_prompts) for c in remote]
+        teacher_answers = [_Answers(ledger, run_id, c, asked, advance, agent_prompts) for c in remote]
         if any(a.todo for a in teacher_answers):
             teacher = Teacher.open(config.teacher, project.root, ledger)
             asyncio.run(_answer_with_teacher(teacher, teacher_answers, sampling))
@@ -116,17 +131,22 @@ def run(project: Project, console: Console) -> StageReport:
     references = [item.payload["answer"] for item in heldout]
     rows = []
     for contestant in contestants:
-        texts = [a.payload["text"] for a in answers[contestant.role]]
-        tokens = sum(a.payload["completion_tokens"] for a in answers[contestant.role])
-        seconds = sum(a.payload["seconds"] for a in answers[contestant.role])
+        every = answers[contestant.role]
+        texts = [a.payload["text"] for a in every[: len(heldout)]]
+        tokens = sum(a.payload["completion_tokens"] for a in every)
+        seconds = sum(a.payload["seconds"] for a in every)
         cosines = embedder.cosine(texts, references)
         recall = fact_recall(heldout, texts, facts)
+        checked_texts = [a.payload["text"] for a in every[len(heldout) :]]
+        checked_recall = fact_recall(checked, checked_texts, {item.key: item.payload["fact"] for item in checked})
         rows.append(
             ModelScore(
                 role=contestant.role,
                 label=contestant.label,
                 fact_recall=recall[0] if recall else None,
                 fact_recall_interval=recall[1:] if recall else None,
+                checked_fact_recall=checked_recall[0] if checked_recall else None,
+                checked_fact_recall_interval=checked_recall[1:] if checked_recall else None,
                 fluency_nll=fluency(reference, heldout, texts) if reference is not None else None,
                 f1=sum(map(token_f1, texts, references)) / len(texts),
                 cosine=sum(cosines) / len(cosines),
@@ -152,6 +172,7 @@ def run(project: Project, console: Console) -> StageReport:
         questions=len(heldout),
         facts=sum(fact != HANDOFF for fact in facts.values()),
         handoffs=sum(fact == HANDOFF for fact in facts.values()),
+        checked=len(checked),
         models=rows,
         report=str(report_path),
         distill_run=distill_run.id,
@@ -180,25 +201,59 @@ def student_contestant(run: Run, latest: bool, several: bool) -> Contestant:
     return Contestant(role, label, False, Path(run.result(DistillResult).student_dir))
 
 
-def _agent_prompts(
-    project: Project, heldout: list[Item], embedder: Embedder, console: Console
-) -> dict[str, list[Message]]:
-    """Each held-out question as the agent asks its model: with the top passages of the project's index (brought
-    up to date with the documents first)."""
-    config = project.config
-    with console.status("evaluate: indexing the documents for retrieval"):
-        index = project_index(project, embedder)
-    retriever, prompts = Retriever(index, embedder), Prompts(project.root)
-    system_prompt = config.project.resolved_system_prompt()
-    try:
-        return {
-            item.key: agent_messages(
-                prompts, system_prompt, item.payload["question"], retriever.search(item.payload["question"], RETRIEVED)
-            )
-            for item in heldout
+def _agent_prompts(project: Project, questions: list[Item], retriever: Retriever) -> dict[str, list[Message]]:
+    """Each question as the agent asks its model: with the top passages of the project's index."""
+    prompts, system_prompt = Prompts(project.root), project.config.project.resolved_system_prompt()
+    return {
+        item.key: agent_messages(
+            prompts, system_prompt, item.payload["question"], retriever.search(item.payload["question"], RETRIEVED)
+        )
+        for item in questions
+    }
+
+
+def hand_checked_rows(project: Project) -> list[dict[str, str]]:
+    """The questions with an answer fact in the project's own evaluation sets (curate.eval_paths): checked by a
+    person, never written by the teacher."""
+    rows = []
+    for relpath in project.config.curate.eval_paths:
+        path = project.root / relpath
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AlambicError(f"curate.eval_paths: cannot read {path} ({exc})") from exc
+        for number, line in enumerate(lines, start=1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError as exc:
+                raise AlambicError(f"{path}:{number}: invalid JSON ({exc})") from exc
+            if isinstance(row, dict) and isinstance(row.get("fact"), str) and isinstance(row.get("question"), str):
+                rows.append({"question": row["question"], "fact": row["fact"]})
+    return rows
+
+
+def hand_checked_items(
+    project: Project, ledger: Ledger, run_id: str, rows: list[dict[str, str]], retriever: Retriever
+) -> list[Item]:
+    """The hand-checked questions as items every model answers: bare, as the agent, and for the teacher with
+    the chunk, with the passage of the documents that holds the fact."""
+    prompts, system = Prompts(project.root), project.config.project.resolved_system_prompt()
+    business = project.config.project.business
+    items = []
+    for row in rows:
+        question, fact = row["question"], row["fact"]
+        passage = next((p.text for p in retriever.search(question, 20) if contains(p.text, fact)), "")
+        payload = {
+            "question": question,
+            "fact": fact,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            "teacher_messages": prompts.messages("answer", business=business, question=question, chunk=passage),
         }
-    finally:
-        retriever.close()
+        key = stable_hash("hand-checked", question, fact, passage)[:24]
+        item = Item(key, run_id, STAGE, "hand-checked", "ok", payload)
+        ledger.put_item(item)
+        items.append(item)
+    return items
 
 
 def fact_recall(heldout: list[Item], answers: list[str], facts: dict[str, str]) -> tuple[float, float, float] | None:
@@ -274,7 +329,10 @@ class _Answers:
     def prompt(self, item: Item) -> list[Message]:
         if self.contestant.retrieval:
             return self.agent_prompts[item.key]
-        return item.payload["teacher_messages"] if self.contestant.with_chunk else item.payload["messages"][:-1]
+        if self.contestant.with_chunk:
+            return item.payload["teacher_messages"]
+        messages = item.payload["messages"]
+        return messages if item.kind == "hand-checked" else messages[:-1]
 
     def store(self, key: str, item: Item, completion: Completion, seconds: float) -> None:
         payload = {
