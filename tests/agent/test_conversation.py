@@ -138,3 +138,35 @@ def test_a_killed_server_loses_no_turn_and_the_session_goes_on(agent_project: Pa
     with agent_server(agent_project) as (client, _):
         _, reply = ask(client, "And when will it arrive?", "erin")
     assert reply["remembered"] == 2
+
+
+def test_a_doubtful_turn_cascades_to_the_teacher_and_becomes_a_candidate(agent_project: Path) -> None:
+    """cascade = true, with a teacher over the API (the loopback mock stands in for a remote one): a turn the
+    student is unsure of is answered by the teacher and stored as a candidate training item."""
+    import asyncio
+
+    from alambic.agent.build import open_agent
+    from alambic.config import TeacherSection
+    from alambic.models import open_teacher
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+    from alambic.models.llamacpp import LlamaCppChat
+    from alambic.project import Project
+    from alambic.results import ReleaseResult
+    from tests.conftest import mock_teacher
+
+    project = Project.open(agent_project)
+    release = project.ledger.latest_done("release").result(ReleaseResult)
+    with mock_teacher() as url:
+        teacher = open_teacher(TeacherSection(backend="openai", base_url=url, model="mock"), agent_project)
+        student = LlamaCppChat(Path(next(iter(release.gguf.values()))), 2048)
+        opened = open_agent(project, Path(release.agent), student, Embedder(minilm_dir()), teacher)
+        settings = project.config.agent.model_copy(update={"cascade": True, "min_similarity": 2.0})
+        agent = type(opened)(opened.parts, settings)  # nothing is close enough: every answered turn is in doubt
+        reply = asyncio.run(agent.answer("What grind should I use for a moka pot?", "gina"))
+        student.close()
+    assert reply.cascaded and reply.handoff is None and reply.text
+    candidates = [item.payload for item in project.ledger.items("serve", kind="cascade")]
+    assert candidates[-1]["question"] == "What grind should I use for a moka pot?"
+    assert candidates[-1]["messages"][-1] == {"role": "assistant", "content": reply.text}
+    assert candidates[-1]["candidate"] and candidates[-1]["reason"] == "nothing in the documents answers it"

@@ -225,8 +225,9 @@ class Agent:
                     "serve",
                     "serve",
                     "cascade",
-                    "candidate",
+                    "ok",
                     {
+                        "candidate": True,  # for the next distillation round, once reviewed
                         "messages": [*messages, {"role": "assistant", "content": reply.text}],
                         "question": question,
                         "reason": reason,
