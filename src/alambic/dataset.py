@@ -3,6 +3,8 @@ curation or a human reviewer rejected, with reviewers' edits applied."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from alambic.errors import AlambicError
@@ -96,3 +98,22 @@ def split_items(ledger: Ledger, synth_run: Run, curated: bool = True) -> dict[st
     for items in result.values():
         items.sort(key=lambda item: item.key)
     return result
+
+
+def evaluation_rows(root: Path, relpaths: list[str]) -> list[tuple[Path, int, Any]]:
+    """(file, line number, row) of every JSON line of the project's own evaluation sets (curate.eval_paths)."""
+    rows = []
+    for relpath in relpaths:
+        path = root / relpath
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AlambicError(f"curate.eval_paths: cannot read {path} ({exc})") from exc
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((path, number, json.loads(line)))
+            except ValueError as exc:
+                raise AlambicError(f"{path}:{number}: invalid JSON ({exc})") from exc
+    return rows

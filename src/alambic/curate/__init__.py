@@ -7,7 +7,6 @@ and the dataset that distill reads leaves it out.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from alambic.config import CurateSection
 from alambic.curate.checks import item_problem
 from alambic.curate.dedup import MinHashDeduper, embedding_duplicates, ngrams
 from alambic.curate.judge import Judge, Judgement, agreement
-from alambic.dataset import latest_synth_run
+from alambic.dataset import evaluation_rows, latest_synth_run
 from alambic.errors import AlambicError
 from alambic.facts import HANDOFF, answer_facts
 from alambic.hashing import files_sha256, stable_hash
@@ -115,20 +114,8 @@ def fact_missing(fact: str | None, answers: list[str]) -> bool:
 def _eval_texts(project: Project, settings: CurateSection, candidates: list[Candidate]) -> list[str]:
     """The prompts of every evaluation set: the held-out items and each file in curate.eval_paths."""
     texts = [turn for c in candidates if c.split == "heldout" for turn in c.user_turns]
-    for relpath in settings.eval_paths:
-        path = project.root / relpath
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AlambicError(f"curate.eval_paths: cannot read {path} ({exc})") from exc
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise AlambicError(f"{path}:{number}: invalid JSON ({exc})") from exc
-            texts += _prompts_of(row, path, number)
+    for path, number, row in evaluation_rows(project.root, settings.eval_paths):
+        texts += _prompts_of(row, path, number)
     return texts
 
 

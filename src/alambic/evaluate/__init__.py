@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,14 @@ from rich.console import Console
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever, project_index
 from alambic.config import TeacherSection
-from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
+from alambic.dataset import (
+    compared_runs,
+    evaluation_rows,
+    latest_distill_run,
+    latest_synth_run,
+    split_items,
+    student_name,
+)
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
@@ -216,19 +222,9 @@ def hand_checked_rows(project: Project) -> list[dict[str, str]]:
     """The questions with an answer fact in the project's own evaluation sets (curate.eval_paths): checked by a
     person, never written by the teacher."""
     rows = []
-    for relpath in project.config.curate.eval_paths:
-        path = project.root / relpath
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AlambicError(f"curate.eval_paths: cannot read {path} ({exc})") from exc
-        for number, line in enumerate(lines, start=1):
-            try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError as exc:
-                raise AlambicError(f"{path}:{number}: invalid JSON ({exc})") from exc
-            if isinstance(row, dict) and isinstance(row.get("fact"), str) and isinstance(row.get("question"), str):
-                rows.append({"question": row["question"], "fact": row["fact"]})
+    for _, _, row in evaluation_rows(project.root, project.config.curate.eval_paths):
+        if isinstance(row, dict) and isinstance(row.get("fact"), str) and isinstance(row.get("question"), str):
+            rows.append({"question": row["question"], "fact": row["fact"]})
     return rows
 
 
