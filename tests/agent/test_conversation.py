@@ -161,12 +161,15 @@ def test_a_doubtful_turn_cascades_to_the_teacher_and_becomes_a_candidate(agent_p
         teacher = open_teacher(TeacherSection(backend="openai", base_url=url, model="mock"), agent_project)
         student = LlamaCppChat(Path(next(iter(release.gguf.values()))), 2048)
         opened = open_agent(project, Path(release.agent), student, Embedder(minilm_dir()), teacher)
-        settings = project.config.agent.model_copy(update={"cascade": True, "min_similarity": 2.0})
-        agent = type(opened)(opened.parts, settings)  # nothing is close enough: every answered turn is in doubt
+        # Nothing is close enough and no answer sure enough: every turn is in doubt.
+        doubt = {"cascade": True, "min_similarity": 2.0, "min_logprob": 0.0}
+        agent = type(opened)(opened.parts, project.config.agent.model_copy(update=doubt))
         reply = asyncio.run(agent.answer("What grind should I use for a moka pot?", "gina"))
         student.close()
     assert reply.cascaded and reply.handoff is None and reply.text
     candidates = [item.payload for item in project.ledger.items("serve", kind="cascade")]
     assert candidates[-1]["question"] == "What grind should I use for a moka pot?"
     assert candidates[-1]["messages"][-1] == {"role": "assistant", "content": reply.text}
-    assert candidates[-1]["candidate"] and candidates[-1]["reason"] == "nothing in the documents answers it"
+    # The tiny project's router may send the question to a tool; then the answer's confidence decides.
+    reasons = {"nothing in the documents answers it", "the model is unsure of its answer"}
+    assert candidates[-1]["candidate"] and candidates[-1]["reason"] in reasons
