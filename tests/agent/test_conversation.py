@@ -107,7 +107,9 @@ def test_a_conversation_with_an_order_lookup_memory_and_a_handoff(agent_project:
     assert ("أريد التحدث مع موظف من فضلك", "farah") in tickets(agent_project)
     memory = Memory(agent_project / ".alambic" / "conversations.sqlite")
     turns = memory.history("alice", 10, 10_000)
+    recorded = memory.handoffs("alice")
     memory.close()
+    assert [(h["reason"], h["ticket"]) for h in recorded] == [("asked for a person", handoff["ticket"])]
     assert [turn["role"] for turn in turns] == ["user", "assistant"] * 3
     assert "RM771204558GB" in turns[0]["content"]  # the lookup's result is remembered with the question
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from alambic.agent.loop import Agent, AgentCalibration, AgentParts
+from alambic.agent.loop import Agent, AgentCalibration, AgentParts, mean_logprob
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever, project_index
@@ -82,8 +82,6 @@ async def calibrate(
     tool_examples: dict[str, int],
     dropped: list[str],
 ) -> AgentCalibration:
-    from alambic.agent.loop import mean_logprob
-
     settings, prompts = project.config.agent, Prompts(project.root)
     system = project.config.project.resolved_system_prompt()
     similarities, logprobs = [], []

@@ -3,8 +3,8 @@ vectors and hashed character n-grams of the folded text (MiniLM reads English on
 other scripts), trained at release on each tool's example requests against the business's ordinary questions. A
 small student picks tools unreliably; this costs one MiniLM pass (a few ms) and is measured on held-out requests.
 
-Whether the customer asks for a person is a fixed phrase list in several languages (data/person-requests.txt)
-plus the business's own, matched as whole folded words."""
+Whether the customer asks for a person is a fixed phrase list in several languages (data/person-requests.txt),
+matched as whole folded words."""
 
 from __future__ import annotations
 

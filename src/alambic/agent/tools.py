@@ -9,7 +9,7 @@ import copy
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ class ToolResult:
     result: Any = None
     error: str | None = None
     seconds: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +42,7 @@ class ToolResult:
             "ok": self.ok,
             "result": self.result,
             "error": self.error,
+            "seconds": round(self.seconds, 4),
         }
 
 

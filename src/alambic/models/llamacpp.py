@@ -130,8 +130,7 @@ def _recording_confidence(confidences: list[float]) -> Any:
     from llama_cpp import LogitsProcessorList
 
     def record(input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        top = float(logits.max())
-        confidences.append(top - (top + float(np.log(np.exp(logits - top).sum()))))
+        confidences.append(-float(np.log(np.exp(logits - logits.max()).sum())))  # log-softmax at the maximum
         return logits
 
     return LogitsProcessorList([record])
