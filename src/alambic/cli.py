@@ -220,7 +220,8 @@ def serve(
         typer.Option("--guard/--no-guard", help="Guard requests and answers (default: serve.guard; api-only: always)."),
     ] = None,
 ) -> None:
-    """Serve the released student as an OpenAI-compatible API (/v1/chat/completions, /v1/models), guarded."""
+    """Serve the release as an OpenAI-compatible API (/v1/chat/completions, /v1/models), guarded: model
+    `student`, and `agent` (retrieval, tools, memory, hand-off)."""
     from alambic import serve as stage
 
     with user_errors():
