@@ -92,13 +92,13 @@ def served_refusals(root: Path, model: str, prompt_sets: list[list[str]], max_to
     from openai import OpenAI
 
     port = free_port()
-    command = [sys.executable, "-m", "alambic", "serve", "--project", str(root), "--port", str(port)]
+    command = [sys.executable, "-m", "alambic", "serve", "--project", str(root), "--port", str(port), "--no-auth"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or server.poll() is not None:

@@ -200,9 +200,12 @@ def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None
         cfg = Project.open(project, preset).config.serve
     root = project.resolve()
     preset_arg = f" --preset {preset}" if preset else ""
-    output.print(f"\nServe it:  alambic serve --project {root}{preset_arg}", soft_wrap=True)
+    output.print(f"\nA key:     alambic keys create me --project {root}   (shown once)", soft_wrap=True)
+    output.print(f"Serve it:  alambic serve --project {root}{preset_arg}", soft_wrap=True)
+    output.print(f"Talk:      http://{cfg.host}:{cfg.port}/ui/", soft_wrap=True)
     output.print(
         f"Ask it:    curl -s http://{cfg.host}:{cfg.port}/v1/chat/completions -H 'Content-Type: application/json' "
+        "-H \"Authorization: Bearer $KEY\" "
         """-d '{"model": "agent", "user": "me", "messages": [{"role": "user", "content": "When do you roast?"}]}'""",
         soft_wrap=True,
     )
@@ -219,15 +222,79 @@ def serve(
         bool | None,
         typer.Option("--guard/--no-guard", help="Guard requests and answers (default: serve.guard; api-only: always)."),
     ] = None,
+    auth: Annotated[
+        bool, typer.Option("--auth/--no-auth", help="Ask every request for an API key; --no-auth only on loopback.")
+    ] = True,
 ) -> None:
-    """Serve the release as an OpenAI-compatible API (/v1/chat/completions, /v1/models), guarded: model
-    `student`, and `agent` (retrieval, tools, memory, hand-off)."""
+    """Serve the release as an OpenAI-compatible API (/v1/chat/completions, /v1/models, /healthz, /metrics) and
+    the /ui page: model `student`, and `agent` (retrieval, tools, memory, hand-off), guarded, behind API keys."""
     from alambic import serve as stage
 
     with user_errors():
         _quiet_libraries()
         project_obj = _open_project(project, preset)
-        stage.serve(project_obj, console, host=host, port=port, quant=quant, guard=guard)
+        stage.serve(project_obj, console, host=host, port=port, quant=quant, guard=guard, auth=auth)
+
+
+keys_app = typer.Typer(help="API keys of the served model: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for who uses the key, e.g. website or alice.")],
+    project: ProjectOption = Path("."),
+    review: Annotated[bool, typer.Option(help="Also allow reviewing the dataset on /ui.")] = False,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute (default: serve.limits).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: serve.limits).")] = None,
+) -> None:
+    """Make a key and print it once; only its hash is stored."""
+    from alambic.serve.keys import create_key
+
+    limits = {k: v for k, v in {"requests_per_minute": rpm, "tokens_per_minute": tpm}.items() if v is not None}
+    with user_errors():
+        project_obj = _open_project(project, None)
+        try:
+            key, secret = create_key(project_obj.ledger, name, ["chat", *(["review"] if review else [])], limits)
+        finally:
+            project_obj.close()
+    console.print(f"created {key.id} ({name}); it is shown only now, keep it safe:")
+    output.print(secret)
+
+
+@keys_app.command("list")
+def keys_list(project: ProjectOption = Path(".")) -> None:
+    """The keys, with their scopes and limits (never the keys themselves)."""
+    from rich.table import Table
+
+    with user_errors():
+        project_obj = _open_project(project, None)
+        try:
+            keys = project_obj.ledger.api_keys()
+        finally:
+            project_obj.close()
+    table = Table("id", "name", "scopes", "limits", "created", "revoked")
+    for key in keys:
+        revoked = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.revoked_at)) if key.revoked_at else ""
+        limits = ", ".join(f"{k}={v}" for k, v in key.limits.items()) or "default"
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.created_at))
+        table.add_row(key.id, key.name, ", ".join(key.scopes), limits, created, revoked)
+    output.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name or id.")], project: ProjectOption = Path(".")
+) -> None:
+    """Revoke a key: from now on a request with it gets 401, even on a server already running."""
+    with user_errors():
+        project_obj = _open_project(project, None)
+        try:
+            if not project_obj.ledger.revoke_api_key(name):
+                raise AlambicError(f"key {name!r}: no live key has this name or id")
+        finally:
+            project_obj.close()
+    console.print(f"revoked {name}")
 
 
 data_app = typer.Typer(help="Review the dataset: export it, import edits, show it.", no_args_is_help=True)
@@ -244,7 +311,7 @@ def data_export(
     kept_only: Annotated[bool, typer.Option(help="Leave out the items curation or review rejected.")] = False,
 ) -> None:
     """Write the latest synth run's items with their curation status, for review or for other tools."""
-    from alambic.curate.review import export
+    from alambic.review import export
 
     with user_errors():
         project_obj = _open_project(project, None)
@@ -261,7 +328,7 @@ def data_import(
     project: ProjectOption = Path("."),
 ) -> None:
     """Bring reviewed rows back by id: status 'rejected' drops an item, edited text replaces it."""
-    from alambic.curate.review import import_reviews
+    from alambic.review import import_reviews
 
     with user_errors():
         project_obj = _open_project(project, None)
@@ -280,8 +347,8 @@ def data_show(
     status: Annotated[str | None, typer.Option(help="Only 'ok' or 'rejected' items.")] = None,
 ) -> None:
     """Show the dataset as a table in the terminal."""
-    from alambic.curate.review import dataset_rows
     from alambic.reporting import dataset_table
+    from alambic.review import dataset_rows
 
     with user_errors():
         project_obj = _open_project(project, None)

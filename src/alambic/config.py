@@ -324,12 +324,28 @@ class ReleaseSection(Section):
     gate: GateSection = Field(default_factory=GateSection)
 
 
+class LimitsSection(Section):
+    requests_per_minute: int = Field(60, ge=1, description="Per key; over it: 429 with Retry-After.")
+    tokens_per_minute: int = Field(
+        20000, ge=1, description="Per key, prompt and answer tokens; over it: 429 with Retry-After."
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
+    max_tokens: int = Field(512, ge=1, description="The largest max_tokens a request may ask for (and the default).")
+    queue_size: int = Field(16, ge=1, description="Requests that may wait for the model; beyond: 503, Retry-After.")
+    request_timeout_s: float = Field(120.0, gt=0, description="An answer still running after this is cut (504).")
+
+
 class ServeSection(Section):
     guard: bool = Field(True, description="Guard requests and answers; an api-only release is always guarded.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     quant: Literal["f16", "q8_0", "q4_k_m"] = "q4_k_m"
     n_ctx: int = Field(2048, ge=256)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Web origins allowed to call the API from a browser; none by default."
+    )
+    log_content: bool = Field(False, description="Write the text of requests and answers to the server's log.")
 
 
 class ToolSection(Section):

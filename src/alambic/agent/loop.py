@@ -125,14 +125,16 @@ class Agent:
         configured = self.settings.min_logprob
         return configured if configured is not None else self.parts.calibration.min_logprob
 
-    async def answer(self, question: str, session: str | None = None) -> AgentReply:
+    async def answer(self, question: str, session: str | None = None, owner: str = "") -> AgentReply:
+        """The answer to the customer's turn. Sessions are remembered per `owner` (the server's API key): another
+        owner naming the same session id reads nothing of it."""
         session = session or uuid.uuid4().hex
-        memory = self.parts.memory
-        history = memory.history(session, self.settings.memory_turns, self.settings.memory_chars)
+        memory, remembered_as = self.parts.memory, f"{owner}/{session}" if owner else session
+        history = memory.history(remembered_as, self.settings.memory_turns, self.settings.memory_chars)
         reply = await self._answer(question, session, history)
         reply.remembered = len(history)
-        memory.add(session, "user", remembered_question(question, reply.tool_calls))
-        memory.add(session, "assistant", reply.text, reply.details())
+        memory.add(remembered_as, "user", remembered_question(question, reply.tool_calls))
+        memory.add(remembered_as, "assistant", reply.text, reply.details())
         return reply
 
     async def _answer(self, question: str, session: str, history: list[Any]) -> AgentReply:

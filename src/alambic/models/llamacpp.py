@@ -9,7 +9,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -175,6 +175,30 @@ class LlamaCppChat(LocalChat):
             logprobs=plain_floats((choice.get("logprobs") or {}).get("content")) if sampling.top_logprobs else None,
             mean_logprob=sum(confidences) / len(confidences) if confidences else None,
         )
+
+    def openai_chat(self, request: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        """OpenAI chat completion chunks for an already validated request (messages and sampling fields), one
+        per token; generation ends early once `should_stop()` is true (a client gone, a deadline passed)."""
+        from llama_cpp import LogitsProcessorList
+
+        end = self._llama.token_eos()
+
+        def end_when_told(input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+            if should_stop():  # the chat API takes no stopping criteria: the end token is made the only choice
+                logits[:] = -np.inf
+                logits[end] = 0.0
+            return logits
+
+        with self._lock, llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
+            yield from cast(
+                Iterator[dict[str, Any]],
+                self._llama.create_chat_completion(
+                    **request, model=self.name, stream=True, logits_processor=LogitsProcessorList([end_when_told])
+                ),
+            )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def close(self) -> None:
         self._llama.close()

@@ -1,8 +1,10 @@
-"""serve: the released student behind an OpenAI-compatible API, through llama-cpp-python's server, with the
-guard on requests and answers (always, for an api-only release)."""
+"""serve: the released student and its agent behind alambic's own OpenAI-compatible server: API keys, limits,
+the guard on requests and answers (always, for an api-only release), metrics and the /ui page."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,12 +13,13 @@ from rich.console import Console
 from alambic.errors import AlambicError
 from alambic.project import Project
 from alambic.results import ReleaseResult
+from alambic.serve.keys import live_keys
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from alambic.serve.agent_route import AgentRoute
-    from alambic.serve.guarded import GuardedChat
+    from alambic.agent.loop import Agent
+    from alambic.models.llamacpp import LlamaCppChat
+    from alambic.serve.app import Server
+    from alambic.serve.guarded import ServedGuard
 
 
 def latest_release(project: Project) -> ReleaseResult:
@@ -36,27 +39,23 @@ def released_gguf(project: Project, quant: str) -> Path:
     return path
 
 
-def create_app(gguf: Path, model_alias: str, n_ctx: int) -> FastAPI:
-    from llama_cpp.server.app import create_app as llama_app
+def serve_gguf(gguf: Path, alias: str, host: str, port: int, n_ctx: int, console: Console) -> None:
+    """A bare GGUF through llama-cpp-python's own server: for a teacher on loopback, not for customers."""
+    import uvicorn
+    from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    return llama_app(
+    app = create_app(
         server_settings=ServerSettings(),
-        model_settings=[ModelSettings(model=str(gguf), model_alias=model_alias, n_ctx=n_ctx, verbose=False)],
+        model_settings=[ModelSettings(model=str(gguf), model_alias=alias, n_ctx=n_ctx, verbose=False)],
     )
-
-
-def serve_gguf(gguf: Path, alias: str, host: str, port: int, n_ctx: int, console: Console) -> None:
-    import uvicorn
-
-    app = create_app(gguf, alias, n_ctx)
     console.print(f"serving {alias} ({gguf.name}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def guard_middleware(project: Project, release: ReleaseResult) -> GuardedChat:
+def served_guard(project: Project, release: ReleaseResult) -> ServedGuard:
     from alambic.guard.loading import open_guard
-    from alambic.serve.guarded import GuardedChat
+    from alambic.serve.guarded import ServedGuard
 
     guard_dir = Path(release.dir) / "guard"
     if not guard_dir.is_dir():
@@ -65,7 +64,7 @@ def guard_middleware(project: Project, release: ReleaseResult) -> GuardedChat:
             "or set serve.guard = false"
         )
     settings = project.config.safety
-    return GuardedChat(
+    return ServedGuard(
         open_guard(project, guard_dir),
         settings.resolved_refusal_message(project.config.project.business),
         project.ledger,
@@ -74,48 +73,89 @@ def guard_middleware(project: Project, release: ReleaseResult) -> GuardedChat:
     )
 
 
-def agent_route(project: Project, agent_dir: Path, gguf: Path, alias: str) -> AgentRoute:
+def served_agent(project: Project, agent_dir: Path, student: LlamaCppChat) -> Agent:
     from alambic.agent.build import open_agent
     from alambic.models import open_teacher
     from alambic.models.embedded import minilm_dir
     from alambic.models.embeddings import Embedder
-    from alambic.models.llamacpp import LlamaCppChat
-    from alambic.serve.agent_route import AgentRoute
 
-    model = LlamaCppChat(gguf, n_ctx=project.config.serve.n_ctx, name="agent")
     teacher = open_teacher(project.config.teacher, project.root) if project.config.agent.cascade else None
-    return AgentRoute(open_agent(project, agent_dir, model, Embedder(minilm_dir()), teacher), alias)
+    return open_agent(project, agent_dir, student, Embedder(minilm_dir()), teacher)
 
 
-def guarded_app(project: Project, quant: str, guard: bool) -> tuple[FastAPI, str, Path, bool]:
-    """The app, the model's alias, its GGUF and whether it is guarded."""
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(project: Project, host: str, auth: bool) -> None:
+    """Refuse to serve without keys anywhere but loopback, and without any key at all unless told to."""
+    if not auth and not is_loopback(host):
+        raise AlambicError(f"--no-auth is allowed only on loopback (127.0.0.1), not on {host}")
+    if auth and not live_keys(project.ledger):
+        raise AlambicError(
+            "no API key: create one with `alambic keys create NAME`, or serve on loopback with --no-auth"
+        )
+
+
+def build_server(project: Project, quant: str, guard: bool, auth: bool) -> Server:
+    from alambic.models.llamacpp import LlamaCppChat
+    from alambic.serve.app import ServedModels, Server, ServerOptions
+
     release = latest_release(project)
     api_only = release.gate is not None and release.gate.outcome == "api-only"
     if api_only and not guard:
         raise AlambicError("this release is api-only: it may be served only with its guard (serve.guard = true)")
+    settings = project.config.serve
     gguf = released_gguf(project, quant)
     alias = release.name or f"{project.config.project.name}-student"
-    app = create_app(gguf, alias, project.config.serve.n_ctx)
-    from starlette.middleware.base import BaseHTTPMiddleware
-
-    if release.agent is not None:  # added first, so the guard (added last, outermost) sees the agent's answers
-        app.add_middleware(BaseHTTPMiddleware, dispatch=agent_route(project, Path(release.agent), gguf, alias))
-    if guard:
-        app.add_middleware(BaseHTTPMiddleware, dispatch=guard_middleware(project, release))
-    return app, alias, gguf, guard
+    student = LlamaCppChat(gguf, n_ctx=settings.n_ctx, name=alias)
+    agent = served_agent(project, Path(release.agent), student) if release.agent is not None else None
+    models = ServedModels(student, alias, agent, served_guard(project, release) if guard else None)
+    options = ServerOptions(settings.limits, settings.n_ctx, auth, settings.log_content, settings.cors_origins)
+    return Server(models, options, project.ledger, project.root)
 
 
 def serve(
-    project: Project, console: Console, host: str | None, port: int | None, quant: str | None, guard: bool | None
+    project: Project,
+    console: Console,
+    host: str | None,
+    port: int | None,
+    quant: str | None,
+    guard: bool | None,
+    auth: bool = True,
 ) -> None:
     import uvicorn
 
+    from alambic.serve.app import create_app
+
     settings = project.config.serve
-    app, alias, gguf, guarded = guarded_app(
-        project, quant or settings.quant, settings.guard if guard is None else guard
-    )
     host, port = host or settings.host, port or settings.port
-    state = "guarded" if guarded else "UNGUARDED"
-    models = "models student and agent" if latest_release(project).agent else "model student"
-    console.print(f"serving {alias} ({gguf.name}, {state}; {models}) at http://{host}:{port}/v1  (Ctrl-C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    check_exposure(project, host, auth)
+    server = build_server(project, quant or settings.quant, settings.guard if guard is None else guard, auth)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("alambic.serve").addHandler(handler)
+    logging.getLogger("alambic.serve").setLevel(logging.INFO)
+    state = "guarded" if server.models.guard else "UNGUARDED"
+    access = "API keys" if auth else "NO AUTH, loopback only"
+    if not is_loopback(host):
+        console.print(
+            f"[yellow]listening on {host}: reachable from other machines. Every request needs a key; "
+            "put TLS in front of it (a reverse proxy).[/yellow]"
+        )
+    console.print(
+        f"serving {', '.join(server.models.names())} ({server.models.student.path.name}, {state}, {access}) at "
+        f"http://{host}:{port}/v1, the page at /ui  (Ctrl-C to stop)"
+    )
+    uvicorn.run(
+        create_app(server),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.limits.request_timeout_s),
+    )

@@ -1,3 +1,3 @@
-from alambic.store.ledger import Artifact, Item, Ledger, Run, Selected
+from alambic.store.ledger import ApiKey, Artifact, Item, Ledger, Run, Selected
 
-__all__ = ["Artifact", "Item", "Ledger", "Run", "Selected"]
+__all__ = ["ApiKey", "Artifact", "Item", "Ledger", "Run", "Selected"]

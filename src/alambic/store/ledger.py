@@ -112,6 +112,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO unrecorded_selections SELECT id FROM runs WHERE state = 'done';
         """,
     ),
+    (
+        "the served API's keys, stored as their SHA-256 only, with per-key limits and scopes",
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            sha256 TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            limits TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        """,
+    ),
 ]
 
 
@@ -171,6 +185,19 @@ class StoredResponse:
     completion_tokens: int
     endpoint: str
     seconds: float = 0.0  # how long the teacher took to answer
+
+
+@dataclass
+class ApiKey:
+    """A key of the served API: its id is shown in logs, its secret only once, when it is made."""
+
+    id: str
+    name: str
+    sha256: str
+    scopes: list[str]
+    limits: dict[str, int]
+    created_at: float
+    revoked_at: float | None = None
 
 
 @dataclass
@@ -326,6 +353,29 @@ class Ledger:
         row = self._db.execute("SELECT 1 FROM items WHERE key = ? AND status != 'failed'", (key,)).fetchone()
         return row is not None
 
+    # API keys ---------------------------------------------------------------
+    def put_api_key(self, key: ApiKey) -> None:
+        row = (key.id, key.name, key.sha256, json.dumps(key.scopes), json.dumps(key.limits), key.created_at, None)
+        with self._lock:
+            try:
+                transaction(self._db, lambda db: db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)", row))
+            except sqlite3.IntegrityError:
+                raise AlambicError(f"key name {key.name!r}: a key with this name exists") from None
+
+    def api_keys(self) -> list[ApiKey]:
+        return [_api_key(row) for row in self._db.execute("SELECT * FROM api_keys ORDER BY created_at")]
+
+    def api_key_by_hash(self, sha256: str) -> ApiKey | None:
+        row = self._db.execute("SELECT * FROM api_keys WHERE sha256 = ?", (sha256,)).fetchone()
+        return _api_key(row) if row else None
+
+    def revoke_api_key(self, name: str) -> bool:
+        """Revoke the key with this name (or id); False if there is none, or it is revoked already."""
+        statement = "UPDATE api_keys SET revoked_at = ? WHERE (name = ? OR id = ?) AND revoked_at IS NULL"
+        with self._lock:
+            cursor = transaction(self._db, lambda db: db.execute(statement, (time.time(), name, name)))
+        return cursor.rowcount == 1
+
     # teacher responses ----------------------------------------------------------
     def response(self, key: str) -> StoredResponse | None:
         row = self._db.execute(
@@ -436,6 +486,10 @@ def _run(row: tuple) -> Run:
 def _item(row: tuple) -> Item:
     key, run_id, stage, kind, status, reason, payload, created_at = row
     return Item(key, run_id, stage, kind, status, json.loads(payload), reason, created_at)
+
+
+def _api_key(row: tuple) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6])
 
 
 def _artifact(row: tuple) -> Artifact:

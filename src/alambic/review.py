@@ -109,13 +109,18 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def import_reviews(ledger: Ledger, path: Path) -> dict[str, int]:
-    """Record each changed row as a review (keep, reject or edit). Checks every row before writing any."""
-    rows = read_rows(path)
+    """Record each changed row of a reviewed file as a review (keep, reject or edit)."""
+    return record_reviews(ledger, read_rows(path), str(path))
+
+
+def record_reviews(ledger: Ledger, rows: list[dict[str, Any]], source: str) -> dict[str, int]:
+    """Record each changed row as a review, the reviewer's latest decision winning. Checks every row before
+    writing any; `source` names where the rows came from in errors."""
     current = {row["id"]: row for row in dataset_rows(ledger)}
     previous = {item.payload["item"]: item.key for item in ledger.items("review", "review")}
     batch, counts, seen = [], {"reject": 0, "edit": 0, "keep": 0, "unchanged": 0}, {}
     for number, row in enumerate(rows, start=1):
-        where = f"{path}: row {number}"
+        where = f"{source}: row {number}"
         if row.get("id") in seen:
             raise AlambicError(f"{where}: id {row['id']!r} is also on row {seen[row['id']]}; keep one row per item")
         seen[row.get("id")] = number
