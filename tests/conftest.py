@@ -16,6 +16,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("ALAMBIC_TEST_ARTIFACTS", REPO / "test-artifacts"))
+# Chromium's own background traffic is refused on a closed network; these flags keep it from trying.
+QUIET = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 EXAMPLE = REPO / "src" / "alambic" / "examples" / "support-desk"
 ALAMBIC = [sys.executable, "-m", "alambic"]
 GROUNDED_ONLY = 'max_rounds = 1\nrecipes = { "grounded-qa" = 1.0 }'
@@ -80,6 +84,15 @@ def write_project(
         shutil.copytree(docs, root / "docs", ignore=other_formats)
     (root / "alambic.toml").write_text(toml, encoding="utf-8")
     return root
+
+
+def needs_chromium() -> pytest.MarkDecorator:
+    """The mark of a test in a real browser: skipped loudly without Chromium, and failed under CI."""
+    if CHROMIUM is None and os.environ.get("CI"):
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium with apt", pytrace=False)
+    return pytest.mark.skipif(
+        CHROMIUM is None, reason="NO CHROMIUM: install Debian's `chromium` package (make test does, with apt)"
+    )
 
 
 def small_config(tiny_model_dir: Path, **sections: str) -> str:

@@ -1,8 +1,6 @@
 """report.html in a real browser (Debian's Chromium, driven by Playwright): no table wider than the page, long
 answers folded behind "more", right-to-left answers right-aligned. The screenshot is kept as a test artifact."""
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,16 +8,9 @@ import pytest
 from alambic.evaluate.report import FOLD_CHARACTERS, write_report
 from alambic.results import DistillResult, EvalResult, ModelScore
 
-from ..conftest import REPO
+from ..conftest import ARTIFACTS, CHROMIUM, QUIET, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("ALAMBIC_TEST_ARTIFACTS", REPO / "test-artifacts"))
-# Chromium's own background traffic is refused on a closed network; these flags keep it from trying.
-QUIET = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-if CHROMIUM is None and os.environ.get("CI"):
-    pytest.fail("chromium is not installed: `make test` installs it with apt", pytrace=False)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (make test installs Debian's package)")
+pytestmark = needs_chromium()
 
 UNBROKEN = "ĠtheĠtheĠshopĠĠ" * 60  # an untrained model's output: one run of characters with no space
 LONG = "We roast every Tuesday and Thursday, and ship the same day. " * 12
