@@ -205,7 +205,7 @@ def run(project: ProjectOption = Path("."), preset: PresetOption = None) -> None
     output.print(f"Talk:      http://{cfg.host}:{cfg.port}/ui/", soft_wrap=True)
     output.print(
         f"Ask it:    curl -s http://{cfg.host}:{cfg.port}/v1/chat/completions -H 'Content-Type: application/json' "
-        "-H \"Authorization: Bearer $KEY\" "
+        '-H "Authorization: Bearer $KEY" '
         """-d '{"model": "agent", "user": "me", "messages": [{"role": "user", "content": "When do you roast?"}]}'""",
         soft_wrap=True,
     )
@@ -234,6 +234,27 @@ def serve(
         _quiet_libraries()
         project_obj = _open_project(project, preset)
         stage.serve(project_obj, console, host=host, port=port, quant=quant, guard=guard, auth=auth)
+
+
+@app.command()
+def proxy(
+    project: ProjectOption = Path("."),
+    teacher: Annotated[
+        str | None, typer.Option(help="The teacher's OpenAI-compatible URL (default: teacher.base_url).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8200,
+    auth: Annotated[
+        bool, typer.Option("--auth/--no-auth", help="Ask every request for an API key; --no-auth only on loopback.")
+    ] = True,
+) -> None:
+    """Pass chat completions through to the teacher and record every exchange in the ledger, for
+    `synth.captured = true` to train on."""
+    from alambic import serve as stage
+
+    with user_errors():
+        project_obj = _open_project(project, None)
+        stage.proxy(project_obj, console, teacher, host, port, auth)
 
 
 keys_app = typer.Typer(help="API keys of the served model: create, list, revoke.", no_args_is_help=True)

@@ -99,6 +99,9 @@ class SynthSection(Section):
     import_paths: list[str] = Field(
         default_factory=list, description="Conversation logs to import: OpenAI-format .jsonl or question,answer .csv."
     )
+    captured: bool = Field(
+        False, description="Train on the exchanges `alambic proxy` captured (real traffic to the teacher), as imports."
+    )
     logprobs: int = Field(0, ge=0, le=20, description="Store the teacher's top-k logprobs of each answer (0: off).")
     seed: int = 0
 

@@ -11,6 +11,7 @@ from alambic.errors import AlambicError
 from alambic.results import DistillResult
 from alambic.store.ledger import Item, Ledger, Run
 
+CAPTURE_STAGE, CAPTURE_KIND = "proxy", "capture"  # the exchanges `alambic proxy` recorded
 GROUNDED_KINDS = ("qa", "evol-instruct")  # one question about one chunk, answered in one turn
 
 

@@ -159,3 +159,22 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=int(settings.limits.request_timeout_s),
     )
+
+
+def proxy(project: Project, console: Console, teacher_url: str | None, host: str, port: int, auth: bool = True) -> None:
+    """Serve the capture proxy in front of the teacher (the project's own, unless another URL is given)."""
+    import os
+
+    import uvicorn
+
+    from alambic.serve.proxy import CaptureProxy, create_proxy_app
+
+    check_exposure(project, host, auth)
+    teacher = project.config.teacher
+    url = teacher_url or (teacher.base_urls() or [None])[0]
+    if not url:
+        raise AlambicError("--teacher: give the teacher's URL (…/v1), or set teacher.base_url")
+    upstream_key = os.environ.get(teacher.api_key_env) if teacher.api_key_env else None
+    capture = CaptureProxy(url, project.ledger, auth, upstream_key, teacher.timeout_s)
+    console.print(f"capturing traffic to {url} at http://{host}:{port}/v1  (Ctrl-C to stop)")
+    uvicorn.run(create_proxy_app(capture), host=host, port=port, log_level="warning")

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from alambic.config import Config
+from alambic.dataset import CAPTURE_KIND, CAPTURE_STAGE
 from alambic.errors import AlambicError
 from alambic.facts import KIND as FACT_KIND
 from alambic.hashing import files_sha256, stable_hash
@@ -125,7 +126,8 @@ def run(project: Project, console: Console) -> StageReport:
         config.synth.fingerprint(), teacher_id(config.teacher), prompts.fingerprint(), config.project.fingerprint()
     )
     import_digests = files_sha256(project.root, config.synth.import_paths)
-    inputs_hash = stable_hash(sorted(splits), import_digests)
+    captures = list(ledger.items(CAPTURE_STAGE, CAPTURE_KIND, "ok")) if config.synth.captured else []
+    inputs_hash = stable_hash(sorted(splits), import_digests, *([[c.key for c in captures]] if captures else []))
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
@@ -133,7 +135,9 @@ def run(project: Project, console: Console) -> StageReport:
 
     system_prompt = config.project.resolved_system_prompt()
     paths = config.synth.import_paths
-    imported, import_fingerprint = import_logs(ledger, run_id, project.root, paths, import_digests, system_prompt)
+    imported, import_fingerprint = import_logs(
+        ledger, run_id, project.root, paths, import_digests, system_prompt, captures
+    )
     if config.scale.backend == "ray":
         from alambic.synth.distributed import synthesise_on_ray
 
@@ -151,7 +155,7 @@ def run(project: Project, console: Console) -> StageReport:
             f"synth: {total} teacher requests failed for good (most often {reason}, {count}x); "
             "run again to retry them, finished items are kept"
         )
-    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths))
+    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths) + bool(captures))
     result.facts = dict(facts)
     ledger.finish_run(run_id, result, dataset_selection(ledger, result))
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)

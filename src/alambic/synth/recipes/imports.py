@@ -67,13 +67,20 @@ def row_messages(row: Any, system_prompt: str) -> tuple[list[Message], str | Non
 
 
 def import_logs(
-    ledger: Ledger, run_id: str, root: Path, paths: list[str], digests: list[str], system_prompt: str
+    ledger: Ledger,
+    run_id: str,
+    root: Path,
+    paths: list[str],
+    digests: list[str],
+    system_prompt: str,
+    captures: list[Item],
 ) -> tuple[dict[str, int], str]:
-    """Store every row of every log as an item (ok or rejected with its reason), a file per transaction.
+    """Store every row of every log, then every captured exchange, as an item (ok or rejected with its reason),
+    a file per transaction.
 
-    Returns counts by status and the fingerprint of these files' contents, which marks their items.
+    Returns counts by status and the fingerprint of these inputs, which marks their items.
     """
-    fingerprint = stable_hash(KIND, paths, digests)[:16]
+    fingerprint = stable_hash(KIND, paths, digests, *([c.key for c in captures] if captures else []))[:16]
     counts = {"ok": 0, "rejected": 0}
     for file_index, (relpath, digest) in enumerate(zip(paths, digests, strict=True)):
         path = (root / relpath).expanduser()
@@ -99,4 +106,38 @@ def import_logs(
             batch.append((Item(key, run_id, STAGE, KIND, status, payload, reason), [source_key]))
             counts[status] += 1
         ledger.put_items(batch)
+    if captures:
+        ledger.put_items(captured_items(run_id, fingerprint, len(paths), captures, system_prompt, counts))
     return counts, fingerprint
+
+
+def captured_items(
+    run_id: str, fingerprint: str, group: int, captures: list[Item], system_prompt: str, counts: dict[str, int]
+) -> list[tuple[Item, list[str]]]:
+    """The proxy's captured exchanges as import items, the group after the files', each the child of its capture."""
+    batch: list[tuple[Item, list[str]]] = []
+    for number, capture in enumerate(captures):
+        messages, reason = row_messages(capture.payload, system_prompt)
+        payload = {
+            "recipe": KIND,
+            "fingerprint": fingerprint,
+            "order": [group, number],
+            "source": {"capture": capture.key, "key": capture.payload.get("key"), "time": capture.payload.get("time")},
+            "id": capture.key,
+            "messages": messages,
+            "question": messages[1]["content"] if len(messages) > 1 else "",
+            "answer": messages[-1]["content"] if len(messages) > 2 else "",
+        }
+        status = "ok" if reason is None else "rejected"
+        item = Item(
+            stable_hash(KIND, fingerprint, capture.key),
+            run_id,
+            STAGE,
+            KIND,
+            status,
+            payload,
+            f"malformed_row: {reason}" if reason else None,
+        )
+        batch.append((item, [capture.key]))
+        counts[status] += 1
+    return batch
