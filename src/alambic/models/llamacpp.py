@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from alambic.errors import AlambicError
 if TYPE_CHECKING:
     from llama_cpp import Llama
 from alambic.models.base import Completion, LocalChat, Message, Sampling
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -137,34 +140,45 @@ def _recording_confidence(confidences: list[float]) -> Any:
 
 
 class LlamaCppChat(LocalChat):
-    """A GGUF chat model in this process. llama.cpp runs one request at a time per model."""
+    """A GGUF chat model in this process. Every generation runs on one thread of the model's own, one at a time:
+    llama.cpp's OpenMP keeps a team of threads per calling thread, and a second team spinning beside the first
+    made each answer about 3.5 times slower here (0.42 s against 0.12 s for 48 tokens)."""
 
     def __init__(self, path: Path, n_ctx: int = 2048, name: str | None = None, logits_all: bool = False) -> None:
         self.path = path
         self.name = name or path.stem
         self._llama = load_llama(path, n_ctx, logits_all)
-        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        """Run `work`, which may call this model, on the model's thread."""
+        return self._thread.submit(work)
 
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
+        return self.submit(lambda: self._chat(messages, sampling)).result()
+
+    async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
+        return await asyncio.wrap_future(self.submit(lambda: self._chat(messages, sampling)))
+
+    def _chat(self, messages: list[Message], sampling: Sampling) -> Completion:
         confidences: list[float] = []
-        with self._lock:
-            began = time.monotonic()
-            with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
-                response: Any = self._llama.create_chat_completion(
-                    messages=cast(Any, messages),
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    max_tokens=sampling.max_tokens,
-                    seed=sampling.seed,
-                    stop=list(sampling.stop) or None,
-                    response_format=(
-                        {"type": "json_object", "schema": sampling.json_schema} if sampling.json_schema else None
-                    ),
-                    logprobs=bool(sampling.top_logprobs) or None,
-                    top_logprobs=sampling.top_logprobs or None,
-                    logits_processor=_recording_confidence(confidences) if sampling.confidence else None,
-                )
-            seconds = time.monotonic() - began
+        began = time.monotonic()
+        with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
+            response: Any = self._llama.create_chat_completion(
+                messages=cast(Any, messages),
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=sampling.seed,
+                stop=list(sampling.stop) or None,
+                response_format=(
+                    {"type": "json_object", "schema": sampling.json_schema} if sampling.json_schema else None
+                ),
+                logprobs=bool(sampling.top_logprobs) or None,
+                top_logprobs=sampling.top_logprobs or None,
+                logits_processor=_recording_confidence(confidences) if sampling.confidence else None,
+            )
+        seconds = time.monotonic() - began
         choice, usage = response["choices"][0], response["usage"]
         return Completion(
             text=choice["message"]["content"] or "",
@@ -178,7 +192,8 @@ class LlamaCppChat(LocalChat):
 
     def openai_chat(self, request: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         """OpenAI chat completion chunks for an already validated request (messages and sampling fields), one
-        per token; generation ends early once `should_stop()` is true (a client gone, a deadline passed)."""
+        per token; generation ends early once `should_stop()` is true (a client gone, a deadline passed). To be
+        iterated on the model's thread (`submit`)."""
         from llama_cpp import LogitsProcessorList
 
         end = self._llama.token_eos()
@@ -189,7 +204,7 @@ class LlamaCppChat(LocalChat):
                 logits[end] = 0.0
             return logits
 
-        with self._lock, llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
+        with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
             yield from cast(
                 Iterator[dict[str, Any]],
                 self._llama.create_chat_completion(
@@ -201,4 +216,5 @@ class LlamaCppChat(LocalChat):
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def close(self) -> None:
+        self._thread.shutdown()
         self._llama.close()

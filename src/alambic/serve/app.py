@@ -205,7 +205,8 @@ class Server:
         return Answer(reply.text, "stop", reply.prompt_tokens, reply.completion_tokens, reply.details())
 
     def sampling(self, chat: ChatRequest, budget: int) -> dict[str, Any]:
-        return {
+        extensions = {"repeat_penalty": chat.repeat_penalty, "top_k": chat.top_k, "min_p": chat.min_p}
+        return {k: v for k, v in extensions.items() if v is not None} | {
             "messages": chat.plain_messages(),
             "max_tokens": budget,
             "temperature": chat.temperature,
@@ -248,7 +249,7 @@ class Server:
             finally:
                 loop.call_soon_threadsafe(chunks.put_nowait, done)
 
-        worker = loop.run_in_executor(None, produce)
+        worker = asyncio.wrap_future(self.models.student.submit(produce))
         try:
             while (item := await chunks.get()) is not done:
                 if isinstance(item, Exception):

@@ -45,6 +45,10 @@ class ChatRequest(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     n: int = Field(1, ge=1, le=1)
+    # llama.cpp's own sampling fields, as its server takes them; unset: llama.cpp's defaults
+    repeat_penalty: float | None = Field(None, gt=0, le=2)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
     user: str | None = Field(None, max_length=MAX_SESSION_CHARS)
 
     def question(self) -> str:
