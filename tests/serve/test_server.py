@@ -3,6 +3,7 @@ input, sessions kept apart, metrics, logs, and the /ui page's API."""
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,25 @@ def test_review_from_the_page_writes_the_same_records(
     unknown = httpx.post(f"{url}/ui/api/items/nope", json={"status": "rejected"}, headers=reviewer)
     assert unknown.status_code == 404
     assert httpx.post(f"{url}/ui/api/items/{item}", json={"status": "maybe"}, headers=reviewer).status_code == 400
+
+
+def test_a_stopped_server_finishes_the_answers_in_flight(served_project: Path, keys: dict[str, str]) -> None:
+    import signal
+    import threading
+
+    body = {"model": "student", "stream": True, "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+    received: list[str] = []
+    with alambic_server(served_project) as (url, process, _):
+
+        def ask() -> None:
+            headers = {"Authorization": f"Bearer {keys['web']}"}
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60) as reply:
+                received.extend(reply.iter_lines())
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(0.3)  # the request is in, the answer not yet out
+        process.send_signal(signal.SIGTERM)
+        asking.join(timeout=60)
+        assert process.wait(timeout=60) == -signal.SIGTERM  # uvicorn stops cleanly, then re-raises the signal
+    assert [line for line in received if line][-1] == "data: [DONE]" and any('"finish_reason": "' in line for line in received)
