@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PEERS := .venv-peers
 BENCH ?=
 
-.PHONY: install browser demo test test-fast lint bench peers clean
+.PHONY: install browser demo test test-fast lint bench peers scan clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,19 @@ lint: install
 
 bench: install peers
 	$(PY) bench/run.py $(BENCH)
+
+# garak against the served agent and the bare student of demo-shop (SCAN_PROJECT), in a venv of its own.
+SCAN := .venv-scan
+
+scan: install $(SCAN)/.installed
+	$(PY) bench/scan/run_scan.py
+
+$(SCAN)/.installed: bench/scan/requirements.txt
+	test -x $(SCAN)/bin/python || $(PYTHON) -m venv $(SCAN)
+	$(SCAN)/bin/python -m pip install -q -U pip
+	$(SCAN)/bin/python -m pip install -q torch==2.13.0
+	$(SCAN)/bin/python -m pip install -q -r bench/scan/requirements.txt
+	touch $@
 
 # The peers that benchmarks run against (distilabel, TRL), in a venv of their own: never alambic's dependencies.
 # torch goes first and alone, so that pip takes the CPU build on disk (an unpinned torch pulls a multi-GB CUDA one).

@@ -3,6 +3,7 @@ curation or a human reviewer rejected, with reviewers' edits applied."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,20 @@ def reviews(ledger: Ledger) -> dict[str, dict[str, Any]]:
     for item in ledger.items("review", "review"):
         latest[item.payload["item"]] = item.payload
     return latest
+
+
+def reviewed_captures(ledger: Ledger) -> list[Item]:
+    """The exchanges `alambic proxy` captured that no reviewer rejected, with reviewers' edits applied."""
+    decided = reviews(ledger)
+    kept = []
+    for capture in ledger.items(CAPTURE_STAGE, CAPTURE_KIND, "ok"):
+        review = decided.get(capture.key)
+        if review is not None and review["action"] == "reject":
+            continue
+        if review is not None and review.get("messages"):
+            capture = dataclasses.replace(capture, payload=capture.payload | {"messages": review["messages"]})
+        kept.append(capture)
+    return kept
 
 
 def split_items(ledger: Ledger, synth_run: Run, curated: bool = True) -> dict[str, list[Item]]:

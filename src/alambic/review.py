@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alambic.dataset import latest_curate_run, latest_synth_run, reviews
+from alambic.dataset import CAPTURE_KIND, CAPTURE_STAGE, latest_curate_run, latest_synth_run, reviews
 from alambic.errors import AlambicError
 from alambic.hashing import stable_hash
 from alambic.store import Item, Ledger
@@ -48,6 +48,37 @@ def dataset_rows(ledger: Ledger, include_rejected: bool = True) -> Iterator[dict
             "answer": next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), ""),
             "messages": messages,
         }
+
+
+def captured_rows(ledger: Ledger) -> Iterator[dict[str, Any]]:
+    """One row per exchange `alambic proxy` captured, with any review applied: a rejected one is left out of
+    what `synth.captured` imports, an edited one goes in edited."""
+    reviewed = reviews(ledger)
+    for item in ledger.items(CAPTURE_STAGE, CAPTURE_KIND, "ok"):
+        messages = item.payload["messages"]
+        review = reviewed.get(item.key)
+        status, reason = ("rejected", "human_review") if review and review["action"] == "reject" else ("ok", "")
+        if review is not None and review.get("messages"):
+            messages = review["messages"]
+        yield {
+            "id": item.key,
+            "recipe": "captured",
+            "split": "",
+            "status": status,
+            "reason": reason,
+            "question": next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""),
+            "answer": next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), ""),
+            "messages": messages,
+        }
+
+
+def reviewable_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    """The latest dataset (if there is one) and the captured traffic: every row a reviewer may decide on."""
+    try:
+        rows = list(dataset_rows(ledger))
+    except AlambicError:  # no synth run yet
+        rows = []
+    return rows + list(captured_rows(ledger))
 
 
 def export(ledger: Ledger, path: Path, fmt: str, include_rejected: bool = True) -> int:
@@ -116,7 +147,7 @@ def import_reviews(ledger: Ledger, path: Path) -> dict[str, int]:
 def record_reviews(ledger: Ledger, rows: list[dict[str, Any]], source: str) -> dict[str, int]:
     """Record each changed row as a review, the reviewer's latest decision winning. Checks every row before
     writing any; `source` names where the rows came from in errors."""
-    current = {row["id"]: row for row in dataset_rows(ledger)}
+    current = {row["id"]: row for row in reviewable_rows(ledger)}
     previous = {item.payload["item"]: item.key for item in ledger.items("review", "review")}
     batch, counts, seen = [], {"reject": 0, "edit": 0, "keep": 0, "unchanged": 0}, {}
     for number, row in enumerate(rows, start=1):
@@ -139,7 +170,7 @@ def record_reviews(ledger: Ledger, rows: list[dict[str, Any]], source: str) -> d
 def _review_of(row: dict[str, Any], current: dict[str, dict[str, Any]], where: str) -> dict[str, Any] | None:
     item_id = row.get("id")
     if item_id not in current:
-        raise AlambicError(f"{where}: id {item_id!r} is not an item of the latest synth run")
+        raise AlambicError(f"{where}: id {item_id!r} is not an item of the latest synth run or a captured exchange")
     before = current[item_id]
     status = (row.get("status") or before["status"]).strip().lower()
     if status not in ("ok", "rejected"):

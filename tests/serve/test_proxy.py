@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from alambic.dataset import CAPTURE_KIND, CAPTURE_STAGE, latest_synth_run, split_items
+from alambic.review import record_reviews
 from alambic.store import Ledger
 from tests.conftest import (
     ALAMBIC,
@@ -63,11 +64,14 @@ def test_every_answered_exchange_is_captured_and_becomes_training_data(tmp_path:
         ]
         assert all(c.payload["key"] == key_id and c.payload["time"] > 0 for c in captured)
         assert [c.payload["stream"] for c in captured] == [False, True, False, True, False]
+        with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:  # a reviewer rejects one and edits one
+            decisions = [{"id": captured[0].key, "status": "rejected"}, {"id": captured[1].key, "answer": "Edited."}]
+            assert record_reviews(ledger, decisions, "test") == {"reject": 1, "edit": 1, "keep": 0, "unchanged": 0}
 
         run_cli("synth", "--project", root)
     with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
         run = latest_synth_run(ledger)
-        assert run.summary["recipes"]["import"]["selected"] == len(QUESTIONS)
+        assert run.summary["recipes"]["import"]["selected"] == len(QUESTIONS) - 1
         imported = [i for i in split_items(ledger, run)["train"] if i.kind == "import"]
-        assert sorted(i.payload["answer"] for i in imported) == sorted(answers)
+        assert sorted(i.payload["answer"] for i in imported) == sorted([*answers[2:], "Edited."])
         assert all(ledger.parents(i.key) == [i.payload["source"]["capture"]] for i in imported)

@@ -269,4 +269,19 @@ def test_a_stopped_server_finishes_the_answers_in_flight(served_project: Path, k
         process.send_signal(signal.SIGTERM)
         asking.join(timeout=60)
         assert process.wait(timeout=60) == -signal.SIGTERM  # uvicorn stops cleanly, then re-raises the signal
-    assert [line for line in received if line][-1] == "data: [DONE]" and any('"finish_reason": "' in line for line in received)
+    assert [line for line in received if line][-1] == "data: [DONE]" and any(
+        '"finish_reason": "' in line for line in received
+    )
+
+
+def test_an_answer_past_the_timeout_is_cut_with_504(served_project: Path, keys: dict[str, str], tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    shutil.copytree(served_project, root, ignore=shutil.ignore_patterns("conversations.sqlite*", "serve-*.log"))
+    config = (root / "alambic.toml").read_text("utf-8")
+    (root / "alambic.toml").write_text(config.replace("max_tokens = 64", "max_tokens = 64\nrequest_timeout_s = 0.01"))
+    with alambic_server(root) as (url, _, _):
+        for model in ("student", "agent"):
+            body = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "When do you roast?"}]}
+            reply = post(url, keys["web"], json.dumps(body))
+            assert reply.status_code == 504 and reply.json()["error"]["code"] == "timeout", reply.text
+        assert httpx.get(f"{url}/healthz").status_code == 200

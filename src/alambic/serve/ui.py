@@ -12,20 +12,13 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from alambic.errors import AlambicError
-from alambic.review import dataset_rows, record_reviews
+from alambic.review import record_reviews, reviewable_rows
 from alambic.serve.app import Server
 from alambic.serve.protocol import BadRequest
 
 STATIC = Path(__file__).parent / "static"
 REPORTS = {"eval": "report.html", "safety": "safety-report.html"}
 PAGE_SIZE = 50
-
-
-def review_rows(server: Server) -> list[dict[str, Any]]:
-    try:
-        return list(dataset_rows(server.ledger))
-    except AlambicError:  # no dataset yet: nothing to review
-        return []
 
 
 def matching(rows: list[dict[str, Any]], recipe: str, status: str, reason: str) -> list[dict[str, Any]]:
@@ -48,7 +41,7 @@ def mount_ui(app: FastAPI, server: Server) -> None:
         request: Request, recipe: str = "", status: str = "", reason: str = "", offset: int = 0
     ) -> dict[str, Any]:
         server.key_of(request, "review")
-        rows = review_rows(server)
+        rows = reviewable_rows(server.ledger)
         chosen = matching(rows, recipe, status, reason)
         fields = ("id", "recipe", "split", "status", "reason", "question", "answer")
         return {
@@ -71,7 +64,7 @@ def mount_ui(app: FastAPI, server: Server) -> None:
             counts = record_reviews(server.ledger, [row], f"/ui review by {key.id}")
         except AlambicError as exc:
             raise BadRequest(404 if "is not an item" in str(exc) else 400, str(exc)) from None
-        current = next(r for r in review_rows(server) if r["id"] == item_id)
+        current = next(r for r in reviewable_rows(server.ledger) if r["id"] == item_id)
         return {"counts": counts, "item": {k: current[k] for k in ("id", "status", "reason", "answer")}}
 
     @app.get("/ui/api/report/{which}")

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from alambic.config import Config
-from alambic.dataset import CAPTURE_KIND, CAPTURE_STAGE
+from alambic.dataset import reviewed_captures
 from alambic.errors import AlambicError
 from alambic.facts import KIND as FACT_KIND
 from alambic.hashing import files_sha256, stable_hash
@@ -126,8 +126,9 @@ def run(project: Project, console: Console) -> StageReport:
         config.synth.fingerprint(), teacher_id(config.teacher), prompts.fingerprint(), config.project.fingerprint()
     )
     import_digests = files_sha256(project.root, config.synth.import_paths)
-    captures = list(ledger.items(CAPTURE_STAGE, CAPTURE_KIND, "ok")) if config.synth.captured else []
-    inputs_hash = stable_hash(sorted(splits), import_digests, *([[c.key for c in captures]] if captures else []))
+    captures = reviewed_captures(ledger) if config.synth.captured else []
+    captured = [[c.key, c.payload["messages"]] for c in captures]
+    inputs_hash = stable_hash(sorted(splits), import_digests, *([captured] if captures else []))
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
