@@ -139,26 +139,42 @@ def _recording_confidence(confidences: list[float]) -> Any:
     return LogitsProcessorList([record])
 
 
-class LlamaCppChat(LocalChat):
-    """A GGUF chat model in this process. Every generation runs on one thread of the model's own, one at a time:
-    llama.cpp's OpenMP keeps a team of threads per calling thread, and a second team spinning beside the first
-    made each answer about 3.5 times slower here (0.42 s against 0.12 s for 48 tokens)."""
+# The thread a server's llama.cpp generations all run on, one at a time, so that the event loop stays free: llama.cpp's
+# OpenMP keeps a team of threads per calling thread, and a second team spinning beside the first made each answer
+# about 3.5 times slower here (0.42 s against 0.12 s for 48 tokens). Elsewhere calls run on the caller's thread.
+LLAMA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
-    def __init__(self, path: Path, n_ctx: int = 2048, name: str | None = None, logits_all: bool = False) -> None:
+
+class LlamaCppChat(LocalChat):
+    """A GGUF chat model in this process. With `own_thread` (a server) its generations run on LLAMA_THREAD and
+    `achat` leaves the event loop free; otherwise on the caller's thread, like every other local model."""
+
+    def __init__(
+        self,
+        path: Path,
+        n_ctx: int = 2048,
+        name: str | None = None,
+        logits_all: bool = False,
+        own_thread: bool = False,
+    ) -> None:
         self.path = path
         self.name = name or path.stem
+        self.own_thread = own_thread
         self._llama = load_llama(path, n_ctx, logits_all)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
-        """Run `work`, which may call this model, on the model's thread."""
-        return self._thread.submit(work)
+        """Run `work`, which may call this model, on LLAMA_THREAD."""
+        return LLAMA_THREAD.submit(work)
 
     def chat(self, messages: list[Message], sampling: Sampling) -> Completion:
-        return self.submit(lambda: self._chat(messages, sampling)).result()
+        if self.own_thread:
+            return self.submit(lambda: self._chat(messages, sampling)).result()
+        return self._chat(messages, sampling)
 
     async def achat(self, messages: list[Message], sampling: Sampling) -> Completion:
-        return await asyncio.wrap_future(self.submit(lambda: self._chat(messages, sampling)))
+        if self.own_thread:
+            return await asyncio.wrap_future(self.submit(lambda: self._chat(messages, sampling)))
+        return self._chat(messages, sampling)
 
     def _chat(self, messages: list[Message], sampling: Sampling) -> Completion:
         confidences: list[float] = []
@@ -193,7 +209,7 @@ class LlamaCppChat(LocalChat):
     def openai_chat(self, request: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         """OpenAI chat completion chunks for an already validated request (messages and sampling fields), one
         per token; generation ends early once `should_stop()` is true (a client gone, a deadline passed). To be
-        iterated on the model's thread (`submit`)."""
+        iterated on the llama.cpp thread (`submit`)."""
         from llama_cpp import LogitsProcessorList
 
         end = self._llama.token_eos()
@@ -216,5 +232,4 @@ class LlamaCppChat(LocalChat):
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def close(self) -> None:
-        self._thread.shutdown()
         self._llama.close()

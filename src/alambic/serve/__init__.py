@@ -118,7 +118,7 @@ def build_server(project: Project, quant: str, guard: bool, auth: bool) -> Serve
     settings = project.config.serve
     gguf = released_gguf(project, quant)
     alias = release.name or f"{project.config.project.name}-student"
-    student = LlamaCppChat(gguf, n_ctx=settings.n_ctx, name=alias)
+    student = LlamaCppChat(gguf, n_ctx=settings.n_ctx, name=alias, own_thread=True)
     agent = served_agent(project, Path(release.agent), student) if release.agent is not None else None
     models = ServedModels(student, alias, agent, served_guard(project, release) if guard else None)
     options = ServerOptions(settings.limits, settings.n_ctx, auth, settings.log_content, settings.cors_origins)
