@@ -79,28 +79,36 @@ def alambic(*args: str, port: int) -> list[str]:
     return [sys.executable, "-m", "alambic", *args, "--port", str(port)]
 
 
-def one_at_a_time(url: str, model: str, key: str | None) -> tuple[float, int]:
-    """Seconds per answer and completion tokens, over ROUNDS passes of PROMPTS (after one warm-up answer)."""
+def request_body(model: str, prompt: str) -> dict:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "repeat_penalty": 1.0,  # llama-cpp-python's server defaults to 1.1, llama.cpp's chat call to 1.0
+    }
+
+
+def one_at_a_time(urls: list[str], model: str, key: str | None) -> list[tuple[float, int]]:
+    """For each server, seconds per answer and completion tokens over ROUNDS passes of PROMPTS (after a warm-up
+    answer), the servers taking turns at each prompt, so that the machine's drift falls on all of them alike, and
+    first and second in turn (a server that shares its model with another finds the prompt already read)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    seconds, tokens = [0.0] * len(urls), [0] * len(urls)
     with httpx.Client(timeout=300, headers=headers) as client:
-
-        def ask(prompt: str) -> int:
-            body = {
-                "model": model,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": MAX_TOKENS,
-                "temperature": 0,
-                "repeat_penalty": 1.0,  # llama-cpp-python's server defaults to 1.1, llama.cpp's chat call to 1.0
-            }
-            reply = client.post(f"{url}/v1/chat/completions", json=body)
-            reply.raise_for_status()
-            return reply.json()["usage"]["completion_tokens"]
-
-        ask(PROMPTS[0])
-        began, tokens = time.monotonic(), 0
+        for url in urls:
+            client.post(f"{url}/v1/chat/completions", json=request_body(model, PROMPTS[0])).raise_for_status()
         for _ in range(ROUNDS):
-            tokens += sum(ask(prompt) for prompt in PROMPTS)
-        return (time.monotonic() - began) / (ROUNDS * len(PROMPTS)), tokens
+            for number, prompt in enumerate(PROMPTS):
+                order = list(enumerate(urls))
+                for index, url in order if number % 2 == 0 else order[::-1]:
+                    began = time.monotonic()
+                    reply = client.post(f"{url}/v1/chat/completions", json=request_body(model, prompt))
+                    reply.raise_for_status()
+                    seconds[index] += time.monotonic() - began
+                    tokens[index] += reply.json()["usage"]["completion_tokens"]
+    answers = ROUNDS * len(PROMPTS)
+    return [(total / answers, count) for total, count in zip(seconds, tokens, strict=True)]
 
 
 async def load(url: str, key: str, clients: int, seconds: float) -> dict:
@@ -156,12 +164,10 @@ def proxy_figure(project_root: Path) -> dict:
                 "proxy", "--project", str(capture), "--no-auth", "--teacher", f"{t}/v1", port=proxy_port
             )
             with server(proxy_command, proxy_port) as proxied:
-                one_at_a_time(t, "teacher", None)  # both warm
-                direct, _ = one_at_a_time(t, "teacher", None)
-                through, _ = one_at_a_time(proxied, "teacher", None)
+                (direct, _), (through, _) = one_at_a_time([t, proxied], "teacher", None)
                 with Project.open(capture).ledger as ledger:
                     captured = sum(1 for _ in ledger.items("proxy", "capture"))
-    expected = ROUNDS * len(PROMPTS) + 1  # the proxied pass, with its warm-up answer
+    expected = ROUNDS * len(PROMPTS) + 1  # with the warm-up answer
     return figure(
         "proxy-overhead-vs-direct",
         through,
@@ -185,14 +191,14 @@ def run() -> list[dict]:
     try:
         ours_port, peer_port = free_port(), free_port()
         with server(alambic("serve", "--project", str(root), port=ours_port), ours_port) as ours:
-            ours_seconds, ours_tokens = one_at_a_time(ours, "student", key)
+            [(ours_seconds, ours_tokens)] = one_at_a_time([ours], "student", key)
             single = asyncio.run(load(ours, key, 1, min(LOAD_SECONDS, 20)))
             loaded = asyncio.run(load(ours, key, CLIENTS, LOAD_SECONDS))
         peer_command = alambic(
             "teacher", "serve", "--model", gguf, "--n-ctx", str(project.config.serve.n_ctx), port=peer_port
         )
         with server(peer_command, peer_port) as peer:
-            peer_seconds, peer_tokens = one_at_a_time(peer, "student", None)
+            [(peer_seconds, peer_tokens)] = one_at_a_time([peer], "student", None)
         same = "same" if ours_tokens == peer_tokens else f"ours {ours_tokens}, peer {peer_tokens}"
         figures.append(
             figure(
