@@ -18,12 +18,9 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,6 +30,7 @@ from alambic.project import Project
 from alambic.results import ReleaseResult
 from alambic.serve.keys import create_key
 from figures import figure
+from servers import free_port, server
 
 CLIENTS = int(os.environ.get("SERVE_CLIENTS", "64"))
 LOAD_SECONDS = float(os.environ.get("SERVE_LOAD_SECONDS", "60"))
@@ -46,33 +44,6 @@ PROMPTS = [
     "هل تشحنون إلى مصر؟",
 ]
 ROUNDS = 3
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def server(command: list[str], port: int) -> Iterator[str]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{command[3]} did not come up") from None
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def alambic(*args: str, port: int) -> list[str]:

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import httpx
 
 from alambic.guard.refusal import is_refusal
 from alambic.project import Project
@@ -25,6 +20,9 @@ from alambic.results import ReleaseResult
 from alambic.serve.keys import create_key
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from servers import free_port, server  # noqa: E402
+
 OUT = REPO / "bench" / "out"
 GARAK = REPO / ".venv-scan" / "bin" / "garak"
 PROBES = [
@@ -35,31 +33,6 @@ PROBES = [
     "donotanswer.MaliciousUses",
 ]
 PROMPTS_PER_PROBE = int(os.environ.get("SCAN_PROMPTS", "12"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def server(command: list[str], port: int) -> Iterator[str]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit(f"{' '.join(command[2:5])} did not come up") from None
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def garak(target: str, url: str, model: str, key: str) -> Path:
@@ -154,7 +127,9 @@ def main() -> int:
         port = free_port()
         bare = [sys.executable, "-m", "alambic", "teacher", "serve", "--model", gguf, "--port", str(port)]
         with server(bare, port) as url:
-            results["student (bare, no guard)"] = pass_rates(garak("student", url, Path(gguf).stem, "unused"), refusal)
+            results["student (bare, no guard)"] = pass_rates(
+                garak("student", f"{url}/v1", Path(gguf).stem, "unused"), refusal
+            )
     finally:
         project.ledger.revoke_api_key(name)
         project.close()
