@@ -210,23 +210,38 @@ class LlamaCppChat(LocalChat):
         """OpenAI chat completion chunks for an already validated request (messages and sampling fields), one
         per token; generation ends early once `should_stop()` is true (a client gone, a deadline passed). To be
         iterated on the llama.cpp thread (`submit`)."""
+        with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
+            yield from cast(
+                Iterator[dict[str, Any]],
+                self._llama.create_chat_completion(
+                    **request, model=self.name, stream=True, logits_processor=self._ending_when(should_stop)
+                ),
+            )
+
+    def openai_completion(self, request: dict[str, Any], should_stop: Callable[[], bool]) -> dict[str, Any]:
+        """The whole OpenAI chat completion, with llama.cpp's own token counts; otherwise as `openai_chat`."""
+        with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
+            return cast(
+                dict[str, Any],
+                self._llama.create_chat_completion(
+                    **request, model=self.name, logits_processor=self._ending_when(should_stop)
+                ),
+            )
+
+    def _ending_when(self, should_stop: Callable[[], bool]) -> Any:
+        """A logits processor that leaves the end token the only choice once `should_stop()`: the chat API takes
+        no stopping criteria."""
         from llama_cpp import LogitsProcessorList
 
         end = self._llama.token_eos()
 
         def end_when_told(input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
-            if should_stop():  # the chat API takes no stopping criteria: the end token is made the only choice
+            if should_stop():
                 logits[:] = -np.inf
                 logits[end] = 0.0
             return logits
 
-        with llama_cpp_failures(f"{self.name}: llama.cpp could not answer"):
-            yield from cast(
-                Iterator[dict[str, Any]],
-                self._llama.create_chat_completion(
-                    **request, model=self.name, stream=True, logits_processor=LogitsProcessorList([end_when_told])
-                ),
-            )
+        return LogitsProcessorList([end_when_told])
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))

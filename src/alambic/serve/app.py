@@ -124,7 +124,7 @@ class Server:
             room, prompt = self.options.n_ctx // 4, self.models.student.count_tokens(chat.question())
         else:
             room = self.options.n_ctx - budget
-            prompt = sum(self.models.student.count_tokens(m["content"]) + 4 for m in chat.plain_messages())
+            prompt = self.estimated_prompt_tokens(chat)
         if prompt > room:
             raise BadRequest(
                 400,
@@ -218,17 +218,21 @@ class Server:
         }
 
     async def student_answer(self, chat: ChatRequest, budget: int) -> Answer:
-        parts, finish = [], "stop"
+        student, request = self.models.student, self.sampling(chat, budget)
         deadline = time.monotonic() + self.options.limits.request_timeout_s
         async with self.queue.turn():
-            async for chunk in self.student_chunks(chat, budget, threading.Event(), deadline):
-                choice = chunk["choices"][0]
-                parts.append(choice["delta"].get("content") or "")
-                finish = choice.get("finish_reason") or finish
+            reply = await asyncio.wrap_future(
+                student.submit(lambda: student.openai_completion(request, lambda: time.monotonic() > deadline))
+            )
         if time.monotonic() > deadline:
             raise TimeoutError
-        prompt = sum(self.models.student.count_tokens(m["content"]) + 4 for m in chat.plain_messages())
-        return Answer("".join(parts), finish, prompt, sum(1 for part in parts if part))
+        choice, usage = reply["choices"][0], reply["usage"]
+        text, finish = choice["message"]["content"] or "", choice["finish_reason"] or "stop"
+        return Answer(text, finish, usage["prompt_tokens"], usage["completion_tokens"])
+
+    def estimated_prompt_tokens(self, chat: ChatRequest) -> int:
+        """The tokens of the messages' text, and 4 a message for the chat template's markers."""
+        return sum(self.models.student.count_tokens(m["content"]) + 4 for m in chat.plain_messages())
 
     async def student_chunks(
         self, chat: ChatRequest, budget: int, stop: threading.Event, deadline: float
@@ -302,7 +306,7 @@ class Server:
                 )
                 yield sse("[DONE]")
             finally:
-                self.account(key, chat, Answer("", finish, 0, written), began)
+                self.account(key, chat, Answer("", finish, self.estimated_prompt_tokens(chat), written), began)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
