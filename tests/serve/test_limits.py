@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -56,7 +55,7 @@ def test_a_full_queue_turns_requests_away() -> None:
     assert "d 503 retry 3" in events and sum("answered" in e for e in events) == 3
 
 
-def test_a_generation_stops_when_told(tmp_path: Path) -> None:
+def test_a_generation_stops_when_told() -> None:
     from alambic.models.embedded import embedded_gguf
     from alambic.models.llamacpp import LlamaCppChat
 

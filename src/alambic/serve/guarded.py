@@ -21,11 +21,6 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def last_user_text(messages: list[dict[str, Any]]) -> str | None:
-    users = [m for m in messages if m.get("role") == "user"]
-    return message_text(users[-1].get("content")) if users else None
-
-
 class ServedGuard:
     def __init__(self, guard: Guard, refusal: str, ledger: Ledger, check_answers: bool, log_text: bool) -> None:
         self.guard, self.refusal, self.ledger = guard, refusal, ledger
