@@ -210,6 +210,13 @@ class DistillSection(Section):
         description="retrieved: each grounded question is trained with the passages the agent's retrieval returns "
         "for it (right or wrong, at their rank), as the agent will read them; none: the question alone.",
     )
+    bare_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="retrieved: the share of every kind of item trained without passages, as the bare student is "
+        "asked, so that the form of a prompt never tells the student which kind of answer is wanted.",
+    )
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     checkpoint_every: int = Field(20, ge=1)
     precision: Literal["auto", "bf16", "fp32"] = "auto"

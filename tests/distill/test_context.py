@@ -1,9 +1,10 @@
-"""Training for the agent: grounded questions carry the passages retrieval returns, trimmed to fit, answer kept."""
+"""Training for the agent: single-turn questions carry the passages retrieval returns, trimmed to fit, answer kept;
+the same share of every kind stays bare."""
 
 from pathlib import Path
 
 from alambic.agent.retrieval import Retriever, build_index
-from alambic.distill.context import with_retrieved_context
+from alambic.distill.context import bare_keys, with_retrieved_context
 from alambic.documents import read_documents
 from alambic.models.embedded import minilm_dir
 from alambic.models.embeddings import Embedder
@@ -41,8 +42,8 @@ def test_grounded_questions_are_trained_as_the_agent_reads_them(tmp_path: Path, 
         item("b", "safety", "How do I hurt someone?", "I can't help with that.", chunk=None),
     ]
     try:
-        roomy = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 1024)
-        tight = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 90)
+        roomy = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 1024, 0.0)
+        tight = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 90, 0.0)
     finally:
         retriever.close()
     grounded = roomy[0].payload
@@ -50,6 +51,24 @@ def test_grounded_questions_are_trained_as_the_agent_reads_them(tmp_path: Path, 
     user_turn = grounded["messages"][1]["content"]
     assert user_turn.index("[1] hours.md") < user_turn.index("Customer question: When does the shop open on Saturday?")
     assert grounded["messages"][2] == items[0].payload["messages"][2]
-    assert roomy[1] is items[1]  # no chunk, no question to retrieve for: as it was
+    refusal = roomy[1].payload  # a refusal is trained as the agent reads it too, with what retrieval returns
+    assert refusal["passages"] and "Customer question: How do I hurt someone?" in refusal["messages"][1]["content"]
+    assert refusal["messages"][2]["content"] == "I can't help with that."
     assert len(tight[0].payload["passages"]) < 3  # dropped from the lowest rank until it fits
     assert tight[0].payload["messages"][2]["content"] == "At 09:00 on Saturdays."
+
+
+def test_the_same_share_of_every_kind_stays_bare() -> None:
+    kinds = {"qa": 40, "safety": 6, "persona-voice": 10}
+    items = [
+        item(f"{kind}-{i}", kind, f"question {i}?", "answer.") for kind, count in kinds.items() for i in range(count)
+    ]
+    dialogue = Item("d", "synth-x", "synth", "dialogue", "ok", {"messages": items[0].payload["messages"] * 2})
+    bare = bare_keys([*items, dialogue], 0.25)
+    assert {kind: sum(key.startswith(kind) for key in bare) for kind in kinds} == {
+        "qa": 10,
+        "safety": 2,
+        "persona-voice": 2,
+    }
+    assert "d" not in bare and bare_keys(items, 0.0) == set() and len(bare_keys(items, 1.0)) == len(items)
+    assert bare == bare_keys(list(reversed([*items, dialogue])), 0.25)  # by the keys, not the order

@@ -81,8 +81,9 @@ def _as_the_agent_reads(project: Project, items: list[Item], tokenizer: Any, par
         index = project_index(project, embedder)
     retriever = Retriever(index, embedder)
     try:
+        settings = project.config.distill
         return with_retrieved_context(
-            items, retriever, Prompts(project.root), tokenizer, project.config.distill.max_seq_len
+            items, retriever, Prompts(project.root), tokenizer, settings.max_seq_len, settings.bare_share
         )
     finally:
         retriever.close()
