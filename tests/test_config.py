@@ -4,6 +4,9 @@ import pytest
 
 from alambic.config import load_config
 from alambic.errors import AlambicError
+from alambic.language import language_of
+from alambic.persona import creator_posts, read_replies
+from alambic.project import Project, examples, init_project
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -45,3 +48,28 @@ def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: s
 def test_unknown_preset_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(AlambicError, match="unknown preset 'fast'"):
         load_config(write(tmp_path, ""), preset="fast")
+
+
+@pytest.mark.parametrize("example", examples())
+def test_every_example_starts_a_project_whose_files_are_all_there(tmp_path: Path, example: str) -> None:
+    root = init_project(tmp_path / example, example)
+    config = load_config(root / "alambic.toml")
+    named = [config.project.docs, *config.curate.eval_paths, config.safety.alarming_file]
+    named += [
+        path
+        for path in (config.synth.persona.posts_file, config.synth.persona.replies_file, config.agent.database)
+        if path
+    ]
+    assert all((root / path).exists() for path in named), named
+    assert Project.open(root).documents()
+
+
+def test_the_creator_example_holds_out_posts_that_synth_never_sees(tmp_path: Path) -> None:
+    root = init_project(tmp_path / "creator", "creator")
+    config = load_config(root / "alambic.toml")
+    posts = creator_posts(config.synth.persona, root)
+    replies = read_replies(root / str(config.synth.persona.replies_file))
+    assert config.synth.recipes["persona-voice"] > 0 and len(posts) >= 5
+    assert {r.post for r in replies if not r.heldout} <= set(posts)
+    assert not {r.post for r in replies if r.heldout} & set(posts)
+    assert any(language_of(r.reply) == "ar" for r in replies if r.heldout)

@@ -75,6 +75,11 @@ class PersonaSection(Section):
     creator: str = Field("the creator", description="Whose voice the replies are written in.")
     posts: list[str] = Field(default_factory=list, description="A few sample posts in the creator's voice.")
     posts_file: str | None = Field(None, description="A text file of sample posts, separated by blank lines.")
+    replies_file: str | None = Field(
+        None,
+        description="The creator's own replies to comments (.jsonl: post, comment, reply, heldout). Synth shows "
+        "the teacher those not held out, as examples of the voice; eval scores every model's voice on the others.",
+    )
 
 
 class SynthSection(Section):

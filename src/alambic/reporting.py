@@ -74,18 +74,21 @@ def with_interval(value: float | None, interval: tuple[float, float] | None) -> 
 
 def evaluation_table(evaluation: EvalResult) -> Table:
     table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
-    columns = ("model", "fact recall", "hand-checked", "gap recovery", "fluency", "token F1", "cosine", "held-out loss")
-    for column in (*columns, "KL to teacher", "answer tok/s", "size"):
+    voice = ("voice",) if evaluation.voice else ()
+    columns = ("model", "fact recall", "hand-checked", "gap recovery", "fluency", *voice, "token F1", "cosine")
+    for column in (*columns, "held-out loss", "KL to teacher", "answer tok/s", "size"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for row in evaluation.models:
         loss = "—" if row.heldout_loss is None else f"{row.heldout_loss:.3f}"
         kl = "—" if row.kl_to_teacher is None else f"{row.kl_to_teacher:.3f}"
+        voice_cell = ("—" if row.voice is None else f"{row.voice:.2f}",) if evaluation.voice else ()
         table.add_row(
             row.label,
             with_interval(row.fact_recall, row.fact_recall_interval),
             with_interval(row.checked_fact_recall, row.checked_fact_recall_interval),
             "—" if row.gap_recovery is None else f"{row.gap_recovery:.2f}",
             "—" if row.fluency_nll is None else f"{row.fluency_nll:.2f}",
+            *voice_cell,
             f"{row.f1:.3f}",
             f"{row.cosine:.3f}",
             loss,

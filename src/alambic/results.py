@@ -95,6 +95,15 @@ class ModelScore(StageResult):
     kl_to_teacher: float | None = None
     tokens_per_second: float
     size: str
+    voice: float | None = None  # the voice classifier's mean P(the creator wrote it), on held-out posts' comments
+
+
+class VoiceResult(StageResult):
+    replies: int  # the creator's replies on held-out posts, which every model answers
+    trained_on: int  # the creator's replies the classifier learnt from, each against the teacher's generic one
+    accuracy: float  # the classifier's, on the held-out replies: the creator's against the teacher's generic
+    creator: float  # the creator's own held-out replies' score: the top of the scale
+    generic: float  # the teacher's generic replies' score: the bottom
 
 
 class EvalResult(StageResult):
@@ -106,6 +115,7 @@ class EvalResult(StageResult):
     report: str
     distill_run: str
     compared_runs: dict[str, str]  # method -> distill run
+    voice: VoiceResult | None = None  # where the project has the creator's replies (synth.persona.replies_file)
 
 
 class GuardSummary(StageResult):

@@ -1,8 +1,11 @@
 """Fact recall, its interval and gap recovery, as eval computes them from answers and facts."""
 
+import base64
+
 import pytest
 
 from alambic.evaluate import fact_recall, with_gaps
+from alambic.evaluate.report import speed_plot_png
 from alambic.facts import HANDOFF
 from alambic.results import ModelScore
 from alambic.store import Item
@@ -35,3 +38,11 @@ def test_gap_recovery_is_the_share_of_the_chunks_gain_the_student_recovers() -> 
     flat = [row("student", 0.5), row("teacher", 0.6), row("teacher+chunk", 0.6)]
     with_gaps(flat)
     assert flat[0].gap_recovery is None
+
+
+def test_the_speed_plot_needs_two_models_with_a_speed_and_a_fact_recall() -> None:
+    rows = [row("student", 0.5), row("teacher", None)]
+    rows[0].tokens_per_second = 40.0
+    assert speed_plot_png(rows) is None
+    rows[1].fact_recall, rows[1].tokens_per_second = 0.25, 20.0
+    assert base64.b64decode(speed_plot_png(rows) or "").startswith(b"\x89PNG")

@@ -20,10 +20,14 @@ ARABIC = "نعم، نشحن إلى مصر خلال ستة إلى عشرة أيا
 def render(path: Path) -> None:
     model = {"f1": 0.2, "cosine": 0.5, "heldout_loss": 3.2, "kl_to_teacher": 1.1, "tokens_per_second": 90.0}
     labels = ["base (untrained)", "student (sft)", "teacher"]
+    recalls = [0.0, 0.25, 0.5]
     summary = EvalResult(
         questions=3,
         distill_run="distill-1",
-        models=[ModelScore(**model, role=label, label=label, size="57M") for label in labels],
+        models=[
+            ModelScore(**model, role=label, label=label, size="57M", fact_recall=recall, fact_recall_interval=(0, 1))
+            for label, recall in zip(labels, recalls, strict=True)
+        ],
         report="report.html",
         compared_runs={"sft": "distill-1"},
     )
@@ -76,6 +80,8 @@ def test_the_report_fits_the_page_and_folds_long_answers(tmp_path: Path, width: 
             table_widths = page.evaluate("[...document.querySelectorAll('table')].map(t => t.scrollWidth)")
             assert len(table_widths) == 2 and max(table_widths) <= page_width, (table_widths, page_width)
             assert page.evaluate("document.documentElement.scrollWidth") <= page_width
+            plot = page.locator("img[alt='answer speed against fact recall']")
+            assert plot.evaluate("img => img.complete && img.naturalWidth > 0")
 
             cells = page.locator("td.answer")
             assert cells.count() == 10

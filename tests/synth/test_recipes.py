@@ -1,10 +1,13 @@
 """The recipe mix against the loopback mock teacher: counts filled, chat format, splits, imports, lineage."""
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 from alambic.dataset import latest_synth_run, split_items
 from alambic.facts import HANDOFF, answer_facts
+from alambic.persona import read_replies, reply_messages
 from alambic.prompts import Prompts
 from alambic.store import Ledger
 from alambic.synth.recipes import recipe_targets
@@ -109,3 +112,28 @@ def _weights() -> dict[str, float]:
     import tomllib
 
     return tomllib.loads(FULL_MIX)["recipes"]
+
+
+def test_the_creators_own_replies_are_trained_on_and_shown_to_the_teacher(tmp_path: Path, tiny_model_dir: Path) -> None:
+    creator = Path(__file__).parents[2] / "src/alambic/examples/creator"
+    synth = 'target = 6\nmax_chunks = 2\nrecipes = { "persona-voice" = 1.0 }\n'
+    synth += '[synth.persona]\ncreator = "Layla Haddad"\nposts_file = "posts.txt"\nreplies_file = "voice/replies.jsonl"'
+    with mock_teacher() as url:
+        teacher = f"backend = 'openai'\nbase_url = '{url}'\nmodel = 'mock'"
+        project = write_project(tmp_path / "creator", small_config(tiny_model_dir, synth=synth, teacher=teacher))
+        shutil.copy(creator / "posts.txt", project)
+        shutil.copytree(creator / "voice", project / "voice")
+        run_cli("synth", "--project", project)
+    replies = read_replies(project / "voice" / "replies.jsonl")
+    with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
+        train = split_items(ledger, latest_synth_run(ledger))["train"]
+    with sqlite3.connect(project / ".alambic" / "ledger.sqlite") as db:
+        asked = [json.loads(row[0]) for row in db.execute("SELECT request FROM responses")]
+    own = [item.payload["messages"] for item in train if item.kind == "import"]
+    assert sorted(m[-1]["content"] for m in own) == sorted(r.reply for r in replies if not r.heldout)
+    first = next(m for m in own if m[-1]["content"] == replies[0].reply)
+    assert first[:2] == reply_messages("Layla Haddad", replies[0].post, replies[0].comment)
+    assert sum(item.kind == "persona-voice" for item in train) == 6
+    prompts = [message["content"] for request in asked for message in request["messages"]]
+    shown = [r for r in replies if any(r.reply in prompt for prompt in prompts)]
+    assert len(shown) == 6 and not any(r.heldout for r in shown)  # her voice, never the held-out replies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from alambic.dataset import (
 from alambic.errors import AlambicError
 from alambic.evaluate.metrics import token_f1
 from alambic.evaluate.report import write_report
+from alambic.evaluate.voice import VOICE_KIND, generic_replies, voice_items, voice_result
 from alambic.facts import HANDOFF, answer_facts
 from alambic.hashing import stable_hash
 from alambic.models import Completion, Message, Sampling, teacher_id
@@ -32,6 +34,7 @@ from alambic.models.embedded import embedded_gguf, embedded_hf_dir, minilm_dir
 from alambic.models.embeddings import Embedder
 from alambic.models.hf import HFChat
 from alambic.models.teacher import Teacher
+from alambic.persona import CreatorReply, creator_posts, creator_replies
 from alambic.project import Project
 from alambic.prompts import Prompts
 from alambic.results import DistillResult, EvalResult, ModelScore
@@ -67,8 +70,12 @@ def run(project: Project, console: Console) -> StageReport:
     distilled = distill_run.result(DistillResult)
     compared = compared_runs(ledger, distill_run)
     config_hash = stable_hash(config.evaluate.fingerprint(), teacher_id(config.teacher))
-    facts = answer_facts(ledger, Prompts(project.root), [item.key for item in heldout])
+    prompts = Prompts(project.root)
+    facts = answer_facts(ledger, prompts, [item.key for item in heldout])
     checked_rows = hand_checked_rows(project)
+    persona = config.synth.persona
+    replies = creator_replies(persona, project.root)
+    voiced = voice_items(replies, persona.creator, creator_posts(persona, project.root), prompts)
     # Facts and hand-checked questions join the inputs only when there are some, so that an evaluation made
     # before them stays done.
     inputs_hash = stable_hash(
@@ -76,6 +83,7 @@ def run(project: Project, console: Console) -> StageReport:
         [item.key for item in heldout],
         *([facts] if facts else []),
         *([checked_rows] if checked_rows else []),
+        *([[item.key for item in voiced]] if voiced else []),
     )
     run_id = f"eval-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
@@ -98,7 +106,9 @@ def run(project: Project, console: Console) -> StageReport:
         retriever = Retriever(project_index(project, embedder), embedder)
     try:
         checked = hand_checked_items(project, ledger, run_id, checked_rows, retriever)
-        asked = heldout + checked
+        for item in voiced:
+            ledger.put_item(dataclasses.replace(item, run_id=run_id))
+        asked = heldout + checked + voiced
         agent_prompts = _agent_prompts(project, asked, retriever)
     finally:
         retriever.close()
@@ -128,9 +138,10 @@ def run(project: Project, console: Console) -> StageReport:
             losses["teacher"] = _heldout_loss(reference.model, reference.tokenizer, heldout)
         remote = [c for c in contestants if c.model_dir is None]
         teacher_answers = [_Answers(ledger, run_id, c, asked, advance, agent_prompts) for c in remote]
-        if any(a.todo for a in teacher_answers):
+        generic: list[str] = []
+        if any(a.todo for a in teacher_answers) or replies:
             teacher = Teacher.open(config.teacher, project.root, ledger)
-            asyncio.run(_answer_with_teacher(teacher, teacher_answers, sampling))
+            generic = asyncio.run(_ask_teacher(teacher, teacher_answers, sampling, prompts, replies))
         for contestant, pending in zip(remote, teacher_answers, strict=True):
             answers[contestant.role] = pending.result()
 
@@ -143,7 +154,7 @@ def run(project: Project, console: Console) -> StageReport:
         seconds = sum(a.payload["seconds"] for a in every)
         cosines = embedder.cosine(texts, references)
         recall = fact_recall(heldout, texts, facts)
-        checked_texts = [a.payload["text"] for a in every[len(heldout) :]]
+        checked_texts = [a.payload["text"] for a in every[len(heldout) : len(heldout) + len(checked)]]
         checked_recall = fact_recall(checked, checked_texts, {item.key: item.payload["fact"] for item in checked})
         rows.append(
             ModelScore(
@@ -164,6 +175,12 @@ def run(project: Project, console: Console) -> StageReport:
         )
     del reference
     with_gaps(rows)
+    voice = None
+    if replies:
+        voiced_texts = {c.role: [a.payload["text"] for a in answers[c.role][-len(voiced) :]] for c in contestants}
+        voice, scores = voice_result(replies, generic, voiced_texts)
+        for row in rows:
+            row.voice = scores[row.role]
     examples = [
         {
             "question": item.payload["question"],
@@ -183,6 +200,7 @@ def run(project: Project, console: Console) -> StageReport:
         report=str(report_path),
         distill_run=distill_run.id,
         compared_runs={r.result(DistillResult).method: r.id for r in compared},
+        voice=voice,
     )
     write_report(report_path, project.config.project.name, result, distilled, examples)
     ledger.add_artifact(
@@ -328,7 +346,7 @@ class _Answers:
         if self.contestant.with_chunk:
             return item.payload["teacher_messages"]
         messages = item.payload["messages"]
-        return messages if item.kind == "hand-checked" else messages[:-1]
+        return messages if item.kind in ("hand-checked", VOICE_KIND) else messages[:-1]
 
     def store(self, key: str, item: Item, completion: Completion, seconds: float) -> None:
         payload = {
@@ -358,13 +376,19 @@ def _answer_locally(answers: _Answers, model: HFChat, sampling: Sampling) -> lis
     return answers.result()
 
 
-async def _answer_with_teacher(teacher: Teacher, all_answers: list[_Answers], sampling: Sampling) -> None:
+async def _ask_teacher(
+    teacher: Teacher, all_answers: list[_Answers], sampling: Sampling, prompts: Prompts, replies: list[CreatorReply]
+) -> list[str]:
+    """The teacher's answers to every question it has not answered yet, then its generic reply to each of the
+    creator's comments (for the voice classifier)."""
+
     async def answer(answers: _Answers, key: str, item: Item) -> None:
         completion = await teacher.ask(STAGE, answers.prompt(item), sampling)
         answers.store(key, item, completion, completion.seconds)
 
     try:
         await asyncio.gather(*(answer(a, key, item) for a in all_answers for key, item in a.todo))
+        return await generic_replies(teacher, prompts, replies, sampling.max_tokens) if replies else []
     finally:
         await teacher.aclose()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from alambic.results import DistillResult, EvalResult
+from alambic.results import DistillResult, EvalResult, ModelScore
 
 # Answers longer than this show their first words, the rest behind a "more" control.
 FOLD_CHARACTERS = 280
@@ -30,10 +30,45 @@ def loss_plot_png(losses: list[tuple[int, float]]) -> str:
     axes.set_ylabel("training loss")
     axes.grid(alpha=0.3)
     figure.tight_layout()
+    return _png(figure)
+
+
+def _png(figure: Any) -> str:
+    from matplotlib import pyplot as plt
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def speed_plot_png(models: list[ModelScore]) -> str | None:
+    """Answer speed against fact recall (hand-checked where there is one, else held-out), one point a model, as a
+    base64 PNG; None where fewer than two models have both."""
+    checked = any(row.checked_fact_recall is not None for row in models)
+    points = [
+        (row.label, row.tokens_per_second, row.checked_fact_recall if checked else row.fact_recall)
+        for row in models
+        if row.tokens_per_second > 0
+    ]
+    points = [(label, speed, recall) for label, speed, recall in points if recall is not None]
+    if len(points) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.4), dpi=110)
+    for label, speed, recall in points:
+        axes.scatter([speed], [recall], color="#8a3b12")
+        axes.annotate(label, (speed, recall), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xlabel("answer tokens/s")
+    axes.set_ylabel(f"{'hand-checked' if checked else 'held-out'} fact recall")
+    axes.set_ylim(-0.05, 1.05)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)
 
 
 def fold(text: str, limit: int = FOLD_CHARACTERS) -> tuple[str, str]:
@@ -65,6 +100,7 @@ def write_report(
         training=training,
         examples=examples,
         loss_png=loss_plot_png(training.losses),
+        speed_png=speed_plot_png(summary.models),
     )
     partial = path.with_suffix(".html.partial")
     partial.write_text(html, encoding="utf-8")

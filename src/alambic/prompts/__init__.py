@@ -12,7 +12,7 @@ from alambic.models.base import Message
 
 # Prompts that only measure (the guard, refusal judging, the over-refusal questions) and never write training data:
 # synth's runs must not be redone when they change.
-MEASURING_PROMPTS = ("guard-judge.", "refusal-judge.", "alarming-question.")
+MEASURING_PROMPTS = ("guard-judge.", "refusal-judge.", "alarming-question.", "generic-reply.")
 # Prompts the agent's own model reads (distill trains on them, serve renders them); the teacher never sees them.
 AGENT_PROMPTS = ("agent.", "agent-tool.")
 AGENT_PROMPT_NAMES = ("agent.user", "agent-tool.system", "agent-tool.user")

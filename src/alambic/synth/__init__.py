@@ -7,16 +7,18 @@ import math
 import time
 from collections import Counter
 from itertools import zip_longest
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from alambic.config import Config
+from alambic.config import Config, PersonaSection
 from alambic.dataset import reviewed_captures
 from alambic.errors import AlambicError
 from alambic.facts import KIND as FACT_KIND
 from alambic.hashing import files_sha256, stable_hash
-from alambic.models import open_teacher, teacher_id
+from alambic.models import Message, open_teacher, teacher_id
+from alambic.persona import creator_replies, reply_messages
 from alambic.project import Project
 from alambic.prompts import Prompts
 from alambic.results import RecipeResult, SynthResult
@@ -128,7 +130,9 @@ def run(project: Project, console: Console) -> StageReport:
     import_digests = files_sha256(project.root, config.synth.import_paths)
     captures = reviewed_captures(ledger) if config.synth.captured else []
     captured = [[c.key, c.payload["messages"]] for c in captures]
-    inputs_hash = stable_hash(sorted(splits), import_digests, *([captured] if captures else []))
+    replies = own_replies(config.synth.persona, project.root)
+    extra = [*([captured] if captures else []), *([replies] if replies else [])]
+    inputs_hash = stable_hash(sorted(splits), import_digests, *extra)
     run_id = f"synth-{stable_hash(config_hash, inputs_hash)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, inputs_hash)
     if run.state == "done":
@@ -137,7 +141,7 @@ def run(project: Project, console: Console) -> StageReport:
     system_prompt = config.project.resolved_system_prompt()
     paths = config.synth.import_paths
     imported, import_fingerprint = import_logs(
-        ledger, run_id, project.root, paths, import_digests, system_prompt, captures
+        ledger, run_id, project.root, paths, import_digests, system_prompt, captures, replies
     )
     if config.scale.backend == "ray":
         from alambic.synth.distributed import synthesise_on_ray
@@ -156,7 +160,8 @@ def run(project: Project, console: Console) -> StageReport:
             f"synth: {total} teacher requests failed for good (most often {reason}, {count}x); "
             "run again to retry them, finished items are kept"
         )
-    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, len(paths) + bool(captures))
+    groups = len(paths) + bool(captures) + bool(replies)
+    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, groups)
     result.facts = dict(facts)
     ledger.finish_run(run_id, result, dataset_selection(ledger, result))
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
@@ -259,6 +264,15 @@ def _evolution_sources(ledger: Ledger, fills: list[Fill], chunks: list[KeyedChun
             sources.append((key, item.payload["question"], chunk))
     sources.sort(key=lambda source: source[0])
     return sources
+
+
+def own_replies(persona: PersonaSection, project_root: Path) -> list[list[Message]]:
+    """The creator's own replies that are not held out, as training conversations in the creator's voice."""
+    return [
+        [*reply_messages(persona.creator, reply.post, reply.comment), {"role": "assistant", "content": reply.reply}]
+        for reply in creator_replies(persona, project_root)
+        if not reply.heldout
+    ]
 
 
 def _summarise(

@@ -74,14 +74,16 @@ def import_logs(
     digests: list[str],
     system_prompt: str,
     captures: list[Item],
+    creator_replies: list[list[Message]],
 ) -> tuple[dict[str, int], str]:
-    """Store every row of every log, then every captured exchange, as an item (ok or rejected with its reason),
-    a file per transaction.
+    """Store every row of every log, then every captured exchange, then the creator's own replies, as items (ok or
+    rejected with its reason), a file per transaction.
 
     Returns counts by status and the fingerprint of these inputs, which marks their items.
     """
     captured = [[c.key, c.payload["messages"]] for c in captures]  # a reviewer's edit makes new items
-    fingerprint = stable_hash(KIND, paths, digests, *([captured] if captures else []))[:16]
+    extra = [*([captured] if captures else []), *([creator_replies] if creator_replies else [])]
+    fingerprint = stable_hash(KIND, paths, digests, *extra)[:16]
     counts = {"ok": 0, "rejected": 0}
     for file_index, (relpath, digest) in enumerate(zip(paths, digests, strict=True)):
         path = (root / relpath).expanduser()
@@ -109,7 +111,32 @@ def import_logs(
         ledger.put_items(batch)
     if captures:
         ledger.put_items(captured_items(run_id, fingerprint, len(paths), captures, system_prompt, counts))
+    if creator_replies:
+        group = len(paths) + bool(captures)
+        ledger.put_items(reply_items(run_id, fingerprint, group, creator_replies, counts))
     return counts, fingerprint
+
+
+def reply_items(
+    run_id: str, fingerprint: str, group: int, conversations: list[list[Message]], counts: dict[str, int]
+) -> list[tuple[Item, list[str]]]:
+    """The creator's own replies to comments (synth.persona.replies_file, those not held out), each as the student
+    is trained on a reply in the creator's voice."""
+    batch: list[tuple[Item, list[str]]] = []
+    for number, messages in enumerate(conversations):
+        payload = {
+            "recipe": KIND,
+            "fingerprint": fingerprint,
+            "order": [group, number],
+            "source": {"creator_reply": number},
+            "id": None,
+            "messages": messages,
+            "question": messages[1]["content"],
+            "answer": messages[-1]["content"],
+        }
+        batch.append((Item(stable_hash(KIND, fingerprint, "creator", number), run_id, STAGE, KIND, "ok", payload), []))
+        counts["ok"] += 1
+    return batch
 
 
 def captured_items(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alambic.errors import AlambicError
+from alambic.persona import creator_posts, creator_replies, reply_prompt, voice_examples
 from alambic.synth.engine import Engine
 from alambic.synth.recipes.base import Recipe
 
@@ -24,21 +25,16 @@ class PersonaVoice(Recipe):
     prompt_names = ("comment.system", "comment.user", "voice.system", "voice.user")
 
     def __init__(self, engine: Engine, project_root: Path) -> None:
-        persona = engine.settings.persona
-        posts = list(persona.posts)
-        if persona.posts_file:
-            path = project_root / persona.posts_file
-            try:
-                posts += [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-            except (OSError, UnicodeDecodeError) as exc:
-                raise AlambicError(f"synth.persona.posts_file: cannot read {path} ({exc})") from exc
+        posts = creator_posts(engine.settings.persona, project_root)
         if not posts:
             raise AlambicError("synth.persona.posts: the persona-voice recipe needs a few sample posts")
         self.posts = posts
+        self.examples = voice_examples(creator_replies(engine.settings.persona, project_root))
         super().__init__(engine)
 
     def settings_key(self) -> object:
-        return [super().settings_key(), self.engine.settings.persona.creator, self.posts]
+        examples = [(example.comment, example.reply) for example in self.examples]
+        return [super().settings_key(), self.engine.settings.persona.creator, self.posts, examples]
 
     def max_groups(self) -> int:
         return len(self.posts) * len(COMMENTERS) * self.engine.settings.max_rounds
@@ -49,12 +45,20 @@ class PersonaVoice(Recipe):
         variant = index // (len(self.posts) * len(COMMENTERS))
         creator = self.engine.settings.persona.creator
         comment_key = self.key("comment", post, commenter, variant)
-        comment = await self.ask_text(comment_key, "comment", "comment", [], post=post, commenter=commenter)
+        comments = [example.comment for example in self.examples]
+        comment = await self.ask_text(
+            comment_key, "comment", "comment", [], post=post, commenter=commenter, comments=comments
+        )
         if comment is None:
             return 0
         key = self.key("reply", post, comment)
         extra = {"post": post, "commenter": commenter}
-        values = {"post": post, "comment": comment, "creator": creator, "samples": self.posts[:5]}
-        system = f"You are {creator}. Reply to comments on your posts in your own voice."
-        trained_as = (system, f"Post: {post}\nComment: {comment}")
+        values = {
+            "post": post,
+            "comment": comment,
+            "creator": creator,
+            "samples": self.posts[:5],
+            "replies": self.examples,
+        }
+        trained_as = reply_prompt(creator, post, comment)
         return await self.answer(key, [index, 0], "voice", comment, None, [comment_key], extra, values, trained_as)
