@@ -25,7 +25,7 @@ VOICE_KIND = "voice"
 
 
 class VoiceClassifier:
-    """Character n-grams and words (TF-IDF) under a logistic regression: the creator's replies against generic
+    """Character n-grams (TF-IDF, within words) under a logistic regression: the creator's replies against generic
     ones. Character n-grams carry what a voice is made of (punctuation, emoji, endings, pet words) in any script."""
 
     def __init__(self, creator: list[str], generic: list[str]) -> None:
