@@ -88,8 +88,8 @@ def run() -> list[dict]:
     embedder = Embedder(minilm_dir())
     project = Project.open(root)
     retriever = Retriever(project_index(project, embedder), embedder)
-    teacher_recall, _ = teacher_fact_recall(project, retriever, rows)
-    teacher_agent_recall, teacher_speed = agent_fact_recall(project, retriever, rows, embedded_gguf())
+    teacher_recall = teacher_fact_recall(project, retriever, rows).fact_recall
+    teacher_agent_recall, teacher_speed, _ = agent_fact_recall(project, retriever, rows, embedded_gguf())
     teacher = {"speed": teacher_speed, "fact_recall": teacher_recall, "fact_recall_as_agent": teacher_agent_recall}
     print(
         f"teacher: fact recall {teacher_recall:.2f} given the fact's passage; as the agent {teacher_agent_recall:.2f} "
@@ -98,7 +98,7 @@ def run() -> list[dict]:
     points, figures = [], []
     for layers in LAYERS:
         copy = Project.open(with_layers(root, layers))
-        recall, speed = agent_fact_recall(copy, retriever, rows, released_gguf(copy))
+        recall, speed, _ = agent_fact_recall(copy, retriever, rows, released_gguf(copy))
         evaluated = copy.ledger.latest_done("evaluate")
         student = (
             next(row for row in evaluated.result(EvalResult).models if row.role == "student") if evaluated else None
