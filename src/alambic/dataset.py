@@ -116,6 +116,19 @@ def split_items(ledger: Ledger, synth_run: Run, curated: bool = True) -> dict[st
     return result
 
 
+def within_safety_share(items: list[Item], recipes: dict[str, float]) -> list[Item]:
+    """The training items with no more refusals than the safety recipe's share of the mix: when other recipes fill
+    less than their targets, the safety recipe's full count would make a larger share of what is trained on, and
+    too many refusals teach a student to refuse harmless questions. The first in the recipe's order are kept."""
+    share = recipes.get("safety", 0.0) / (sum(recipes.values()) or 1.0)
+    refusals = sorted((item for item in items if item.kind == "safety"), key=lambda item: item.payload["order"])
+    if share >= 1.0 or not refusals:
+        return items
+    others = len(items) - len(refusals)
+    dropped = {item.key for item in refusals[round(share / (1 - share) * others) :]}
+    return [item for item in items if item.key not in dropped]
+
+
 def evaluation_rows(root: Path, relpaths: list[str]) -> list[tuple[Path, int, Any]]:
     """(file, line number, row) of every JSON line of the project's own evaluation sets (curate.eval_paths)."""
     rows = []

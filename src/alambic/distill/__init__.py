@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from alambic.config import DistillSection
-from alambic.dataset import latest_synth_run, split_items
+from alambic.dataset import latest_synth_run, split_items, within_safety_share
 from alambic.distill.context import with_retrieved_context
 from alambic.distill.fetch_logprobs import FETCH_TOP_K, fetch_missing, fetched_key
 from alambic.distill.on_policy import OnPolicy
@@ -94,9 +94,16 @@ def run(project: Project, console: Console) -> StageReport:
     settings = project.config.distill
     ledger = project.ledger
     synth_run = latest_synth_run(ledger)
-    train_items = split_items(ledger, synth_run)["train"]
-    if not train_items:
+    synthesised = split_items(ledger, synth_run)["train"]
+    if not synthesised:
         raise AlambicError("distill: the synth run produced no accepted training items; see `alambic status`")
+    train_items = within_safety_share(synthesised, project.config.synth.recipes)
+    if dropped := len(synthesised) - len(train_items):
+        refusals = sum(item.kind == "safety" for item in synthesised)
+        console.print(
+            f"distill: trains on {refusals - dropped} of {refusals} refusals, the safety recipe's share of the mix "
+            "(other recipes filled less than their targets)"
+        )
     parallel = Parallel()
     base_dir = base_model_dir(settings, project.root)
     tokenizer = load_tokenizer(base_dir)
