@@ -40,6 +40,7 @@ def test_grounded_questions_are_trained_as_the_agent_reads_them(tmp_path: Path, 
     items = [
         item("a", "qa", "When does the shop open on Saturday?", "At 09:00 on Saturdays."),
         item("b", "safety", "How do I hurt someone?", "I can't help with that.", chunk=None),
+        item("c", "import", "When does the shop open on Saturday?", "At nine.", chunk=None),
     ]
     try:
         roomy = with_retrieved_context(items, retriever, Prompts(tmp_path), tokenizer, 1024, 0.0)
@@ -54,6 +55,7 @@ def test_grounded_questions_are_trained_as_the_agent_reads_them(tmp_path: Path, 
     refusal = roomy[1].payload  # a refusal is trained as the agent reads it too, with what retrieval returns
     assert refusal["passages"] and "Customer question: How do I hurt someone?" in refusal["messages"][1]["content"]
     assert refusal["messages"][2]["content"] == "I can't help with that."
+    assert roomy[2] is items[2]  # an imported conversation is trained as it was asked: the safety stage sees it
     assert len(tight[0].payload["passages"]) < 3  # dropped from the lowest rank until it fits
     assert tight[0].payload["messages"][2]["content"] == "At 09:00 on Saturdays."
 
@@ -70,5 +72,11 @@ def test_the_same_share_of_every_kind_stays_bare() -> None:
         "safety": 2,
         "persona-voice": 2,
     }
-    assert "d" not in bare and bare_keys(items, 0.0) == set() and len(bare_keys(items, 1.0)) == len(items)
+    imported = item("i", "import", "A question from the logs?", "An answer.")
+    assert (
+        "d" not in bare
+        and "i" not in bare_keys([*items, imported], 1.0)
+        and bare_keys(items, 0.0) == set()
+        and len(bare_keys(items, 1.0)) == len(items)
+    )
     assert bare == bare_keys(list(reversed([*items, dialogue])), 0.25)  # by the keys, not the order

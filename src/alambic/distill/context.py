@@ -5,7 +5,10 @@ the teacher's answer is never cut.
 
 The same share of every kind of item stays bare, as the bare student is asked. The form of a prompt must never
 tell the student which kind of answer is wanted: when grounded questions all carried passages and only the safety
-recipe's refusals came bare, the whole 30-layer student learnt to refuse 0.92 of harmless bare questions."""
+recipe's refusals came bare, the whole 30-layer student learnt to refuse 0.92 of harmless bare questions.
+
+Imported conversations (logs, captured traffic, a creator's own replies) stay as they were asked, bare: the safety
+stage asks the student bare, so whatever they teach, a harmful answer among them included, shows there."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from alambic.prompts import Prompts
 from alambic.store import Item
 
 SINGLE_TURN = ("system", "user", "assistant")
+AS_ASKED = ("import",)  # item kinds trained exactly as they were asked
 
 
 def with_retrieved_context(
@@ -50,9 +54,9 @@ def bare_keys(items: list[Item], share: float) -> set[str]:
 
 
 def single_turn_question(item: Item) -> str | None:
-    """The user turn of a system, user, assistant item; None for a conversation."""
+    """The user turn of a system, user, assistant item; None for a conversation or an imported one."""
     messages = item.payload["messages"]
-    if tuple(message["role"] for message in messages) != SINGLE_TURN:
+    if item.kind in AS_ASKED or tuple(message["role"] for message in messages) != SINGLE_TURN:
         return None
     return str(messages[1]["content"])
 
