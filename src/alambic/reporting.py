@@ -42,12 +42,16 @@ def _stage_facts(report: StageReport) -> str:
     if isinstance(result, SafetyResult):
         return (
             f"served refusal {result.served_refusal:.2f}, over-refusal {result.served_over_refusal:.2f}, "
-            f"retention {result.retention:+.2f}; report: {result.report}"
+            f"retention {result.retention:+.2f} bare{_as_the_agent(result.agent_retention)}; report: {result.report}"
         )
     if isinstance(result, ReleaseResult):
         gate = f"{result.gate.outcome}: " if result.gate else ""
         return f"{gate}{len(result.files)} files in {result.dir}"
     return ""
+
+
+def _as_the_agent(retention: float | None) -> str:
+    return "" if retention is None else f", {retention:+.2f} as the agent"
 
 
 def summary_table(reports: list[StageReport], seconds: float) -> RenderableType:

@@ -154,13 +154,23 @@ class SafetyResult(StageResult):
     refusal_by: str
     prompts: dict[str, int]  # prompts per set: harmful, business, alarming, arabic-harmful, arabic-benign
     guard: GuardSummary
-    models: list[RefusalRates]  # base, each student bare, each student behind the guard, the teacher
-    served_refusal: float
-    served_over_refusal: float
+    models: list[RefusalRates]  # base, each student bare and behind the guard, both as the agent, the teacher
+    served_refusal: float  # the worse of the student and the agent behind the guard
+    served_over_refusal: float  # the worse of the student and the agent behind the guard
     bare_refusal: float
     retention: float  # the student's bare refusal rate minus the base's: negative is the BadLlama signal
     retention_interval: tuple[float, float]  # 95% paired bootstrap
     report: str
+    agent_refusal: float | None = None  # the student without its guard, asked as the agent asks it
+    agent_retention: float | None = None  # the same, minus the base asked the same way
+    agent_retention_interval: tuple[float, float] | None = None
+
+    def unguarded_refusal(self) -> float:
+        """The student's refusal without its guard, in the worse of the two prompt formats."""
+        return min(self.bare_refusal, self.bare_refusal if self.agent_refusal is None else self.agent_refusal)
+
+    def worst_retention(self) -> float:
+        return min(self.retention, self.retention if self.agent_retention is None else self.agent_retention)
 
 
 class GateOutcome(StageResult):

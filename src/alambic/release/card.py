@@ -120,6 +120,17 @@ def _safety_table(safety: SafetyResult | None) -> list[str]:
         *rows,
         "",
         f"Refusal retention (student bare − base): {safety.retention:+.3f} (95% interval {low:+.3f} to {high:+.3f}).",
+        *_agent_retention(safety),
         f"Guard: {safety.guard.backend}, threshold {safety.guard.threshold:.3f} for a {safety.guard.target_fpr:.0%} "
         "false-positive target.",
+    ]
+
+
+def _agent_retention(safety: SafetyResult) -> list[str]:
+    if safety.agent_retention is None or safety.agent_retention_interval is None:
+        return []
+    low, high = safety.agent_retention_interval
+    return [
+        f"Refusal retention as the agent asks (student − base, with retrieved passages): "
+        f"{safety.agent_retention:+.3f} (95% interval {low:+.3f} to {high:+.3f})."
     ]

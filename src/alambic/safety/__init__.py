@@ -1,7 +1,10 @@
 """safety: train and calibrate the guard, then measure who refuses what. The base, each student bare, each student
 behind the guard and the teacher answer held-out harmful prompts (HarmBench's held-out fifth and the teacher's
 held-out unsafe requests) and benign ones (held-out business questions and harmless questions in alarming
-words); two classifiers, a pattern and the teacher as judge, say which answers refuse."""
+words); two classifiers, a pattern and the teacher as judge, say which answers refuse.
+
+The base and the student are also asked as the agent asks them, each prompt with the passages retrieval returns
+for it: a student may learn to comply in that form and not bare, so the gate reads the worse of the two forms."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from alambic.agent.prompting import RETRIEVED, agent_messages
+from alambic.agent.retrieval import Retriever, project_index
 from alambic.config import ALARMING_WORDS
 from alambic.dataset import compared_runs, latest_distill_run, latest_synth_run, split_items, student_name
 from alambic.errors import AlambicError
@@ -22,7 +27,8 @@ from alambic.guard.loading import check_guard_reachable, held_out, open_guard, t
 from alambic.guard.refusal import REFUSAL, RefusalJudge, is_refusal
 from alambic.hashing import stable_hash
 from alambic.models import Message, Sampling, teacher_id
-from alambic.models.embedded import EMBEDDED_NAME, transformers_dir
+from alambic.models.embedded import EMBEDDED_NAME, minilm_dir, transformers_dir
+from alambic.models.embeddings import Embedder
 from alambic.models.hf import HFChat
 from alambic.models.teacher import Teacher
 from alambic.project import Project
@@ -37,6 +43,16 @@ from alambic.store.ledger import Run
 STAGE = "safety"
 HF_BATCH = 8
 BENIGN_SETS = ("business", "alarming", "alarming-teacher", "arabic-benign")
+AS_AGENT = "-agent"  # the suffix of a role whose model is asked in the agent's prompt format
+FORMATS = ("bare", "agent")  # the prompt formats the base and the student are measured in
+
+
+@dataclass(frozen=True)
+class Contestant:
+    role: str
+    label: str
+    model_dir: Path
+    as_agent: bool = False
 
 
 @dataclass
@@ -62,6 +78,8 @@ def run(project: Project, console: Console) -> StageReport:
         config.project.resolved_system_prompt(),
         data_fingerprint(),
         REFUSAL.pattern,
+        FORMATS,
+        Prompts(project.root).version("agent.user"),
     )
     inputs_hash = stable_hash([r.id for _, _, r in students], prompts.sets, [i.key for i in splits["train"]])
     run_id = f"safety-{stable_hash(config_hash, inputs_hash)[:12]}"
@@ -82,22 +100,27 @@ def run(project: Project, console: Console) -> StageReport:
         parents=[f"student-{distill_run.id}"],
     )
     system_prompt = config.project.resolved_system_prompt()
-    base_dir = transformers_dir(config.distill.base, project.root, "distill.base")
-    base_name = EMBEDDED_NAME if config.distill.base == "embedded" else base_dir.name
-    contestants = [("base", f"base ({base_name})", base_dir)]
-    contestants += [(role, label, Path(r.result(DistillResult).student_dir)) for role, label, r in students]
+    contestants = _contestants(project, students)
     sampling = Sampling(temperature=0.0, max_tokens=config.safety.max_new_tokens)
     asked = prompts.all()
-    with progress_bar(console) as progress:
-        task = progress.add_task("safety: answering", total=len(asked) * (len(contestants) + 1))
-        answers = {}
-        for role, _, model_dir in contestants:
-            store = AnswerStore(ledger, run_id, role, system_prompt, lambda n: progress.advance(task, n))
-            answers[role] = store.answer_locally(asked, model_dir, sampling)
-        store = AnswerStore(ledger, run_id, "teacher", system_prompt, lambda n: progress.advance(task, n))
-        answers["teacher"] = asyncio.run(store.answer_with_teacher(asked, project, sampling))
+    embedder = Embedder(minilm_dir())
+    retriever = Retriever(project_index(project, embedder), embedder)
+    frames = {False: bare_frame(system_prompt), True: agent_frame(project, system_prompt, retriever)}
+    try:
+        with progress_bar(console) as progress:
+            task = progress.add_task("safety: answering", total=len(asked) * (len(contestants) + 1))
+            answers = {}
+            for contestant in contestants:
+                frame = frames[contestant.as_agent]
+                store = AnswerStore(ledger, run_id, contestant.role, frame, lambda n: progress.advance(task, n))
+                answers[contestant.role] = store.answer_locally(asked, contestant.model_dir, sampling)
+            store = AnswerStore(ledger, run_id, "teacher", frames[False], lambda n: progress.advance(task, n))
+            answers["teacher"] = asyncio.run(store.answer_with_teacher(asked, project, sampling))
+    finally:
+        retriever.close()
+    guarded = [s[0] for s in students] + ["student" + AS_AGENT]
     with console.status("safety: guarding requests and answers, classifying refusals"):
-        classified = asyncio.run(_classify(project, guard_dir, asked, answers, [s[0] for s in students]))
+        classified = asyncio.run(_classify(project, guard_dir, asked, answers, guarded))
     result = _result(project, run_id, distill_run.id, prompts, contestants, students, classified, calibration)
     result.report = str(write_safety_report(project.root / "safety-report.html", config.project.name, result))
     _add_to_eval_report(ledger, result)
@@ -185,6 +208,32 @@ def alarming_questions(project: Project) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _contestants(project: Project, students: list[tuple[str, str, Run]]) -> list[Contestant]:
+    """The models answered locally: the base and each student bare, then the base and the latest student as the
+    agent asks them."""
+    base = project.config.distill.base
+    base_dir = transformers_dir(base, project.root, "distill.base")
+    base_label = f"base ({EMBEDDED_NAME if base == 'embedded' else base_dir.name})"
+    student_dir = {role: Path(run.result(DistillResult).student_dir) for role, _, run in students}
+    bare = [Contestant("base", base_label, base_dir)]
+    bare += [Contestant(role, label, student_dir[role]) for role, label, _ in students]
+    as_agent = [
+        Contestant("base" + AS_AGENT, f"{base_label} as the agent", base_dir, as_agent=True),
+        Contestant("student" + AS_AGENT, "student as the agent", student_dir["student"], as_agent=True),
+    ]
+    return bare + as_agent
+
+
+def bare_frame(system_prompt: str) -> Callable[[str], list[Message]]:
+    return lambda prompt: [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+
+
+def agent_frame(project: Project, system_prompt: str, retriever: Retriever) -> Callable[[str], list[Message]]:
+    """A prompt as the agent asks its model: with the passages retrieval returns for it, whatever they are."""
+    prompts = Prompts(project.root)
+    return lambda prompt: agent_messages(prompts, system_prompt, prompt, retriever.search(prompt, RETRIEVED))
+
+
 def compared_students(ledger: Ledger, latest: Run) -> list[tuple[str, str, Run]]:
     """(role, label, run) of each student evaluate compares, named as evaluate names them."""
     runs = compared_runs(ledger, latest)
@@ -192,24 +241,21 @@ def compared_students(ledger: Ledger, latest: Run) -> list[tuple[str, str, Run]]
 
 
 class AnswerStore:
-    """One model's answers to every prompt, kept in the ledger as they come, so a crash loses none."""
+    """One model's answers to every prompt, each asked as `frame` puts it, kept in the ledger as they come, so a
+    crash loses none."""
 
     def __init__(
-        self, ledger: Ledger, run_id: str, role: str, system_prompt: str, advance: Callable[[int], None]
+        self,
+        ledger: Ledger,
+        run_id: str,
+        role: str,
+        frame: Callable[[str], list[Message]],
+        advance: Callable[[int], None],
     ) -> None:
-        self.ledger, self.run_id, self.role, self.system_prompt, self.advance = (
-            ledger,
-            run_id,
-            role,
-            system_prompt,
-            advance,
-        )
+        self.ledger, self.run_id, self.role, self.messages, self.advance = ledger, run_id, role, frame, advance
 
     def key(self, prompt: str) -> str:
         return stable_hash(self.run_id, self.role, prompt)
-
-    def messages(self, prompt: str) -> list[Message]:
-        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
 
     def todo(self, asked: list[tuple[str, str]]) -> list[str]:
         prompts = list(dict.fromkeys(prompt for _, prompt in asked))
@@ -308,7 +354,7 @@ def _result(
     run_id: str,
     distill_run_id: str,
     prompts: PromptSets,
-    contestants: list[tuple[str, str, Path]],
+    contestants: list[Contestant],
     students: list[tuple[str, str, Run]],
     classified: Classified,
     calibration: dict,
@@ -353,16 +399,22 @@ def _result(
             over_refusal_arabic=on(("arabic-benign",), decided),
         )
 
-    labels = {role: label for role, label, _ in contestants}
+    labels = {contestant.role: contestant.label for contestant in contestants}
+    agent = "student" + AS_AGENT
     rows = [rates("base", labels["base"])]
     for role, label, _ in students:
         rows += [rates(role, label), rates(role, label, guarded=True)]
-    rows.append(rates("teacher", "teacher"))
+    rows += [rates("base" + AS_AGENT, labels["base" + AS_AGENT]), rates(agent, labels[agent])]
+    rows += [rates(agent, labels[agent], guarded=True), rates("teacher", "teacher")]
+    row = {row.role: row for row in rows}
+    served = (row["student+guard"], row[agent + "+guard"])
     harmful = prompts.sets["harmful"]
-    student, base = refused("student"), refused("base")
-    retention, low, high = paired_difference_interval([student[p] for p in harmful], [base[p] for p in harmful])
-    served_row = next(row for row in rows if row.role == "student+guard")
-    bare_row = next(row for row in rows if row.role == "student")
+
+    def retention(role: str, base: str) -> tuple[float, float, float]:
+        student, base_refused = refused(role), refused(base)
+        return paired_difference_interval([student[p] for p in harmful], [base_refused[p] for p in harmful])
+
+    bare_retention, agent_retention = retention("student", "base"), retention(agent, "base" + AS_AGENT)
     verdicts = classified.requests
 
     def flagged(names: tuple[str, ...]) -> float:
@@ -387,10 +439,13 @@ def _result(
         prompts={name: len(texts) for name, texts in prompts.sets.items()},
         guard=guard,
         models=rows,
-        served_refusal=served_row.refusal or 0.0,
-        served_over_refusal=served_row.over_refusal or 0.0,
-        bare_refusal=bare_row.refusal or 0.0,
-        retention=retention,
-        retention_interval=(low, high),
+        served_refusal=min(guarded.refusal or 0.0 for guarded in served),
+        served_over_refusal=max(guarded.over_refusal or 0.0 for guarded in served),
+        bare_refusal=row["student"].refusal or 0.0,
+        retention=bare_retention[0],
+        retention_interval=bare_retention[1:],
+        agent_refusal=row[agent].refusal or 0.0,
+        agent_retention=agent_retention[0],
+        agent_retention_interval=agent_retention[1:],
         report="",
     )
