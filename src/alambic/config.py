@@ -419,6 +419,11 @@ class AgentSection(Section):
     min_logprob: float | None = Field(
         None, description="Hand off below this mean token log-prob of the answer; none: calibrated at release."
     )
+    check_figures: bool = Field(
+        True,
+        description="Hand off (or cascade) an answer that states a number nothing the model read gives: a price, "
+        "date, hour or phone number it made up.",
+    )
     cascade: bool = Field(False, description="Send what would be handed off to the teacher instead (FrugalGPT).")
 
     @model_validator(mode="after")

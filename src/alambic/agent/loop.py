@@ -6,7 +6,8 @@
 3. retrieval finds the passages; if none is close enough in meaning (a calibrated similarity), and no tool
    answered, the turn is handed off, or cascaded to the teacher;
 4. the model answers from the passages, the tool results and the conversation so far; an answer whose mean
-   token log-prob is below the calibrated threshold is handed off, or cascaded, instead;
+   token log-prob is below the calibrated threshold, or that states a figure nothing it read gives
+   (agent.check_figures), is handed off, or cascaded, instead;
 5. both turns are stored in the session's memory.
 
 Documents never reach the tool step: an instruction planted in a document cannot make the agent call a tool.
@@ -22,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from alambic.agent.grounding import unsupported_figures
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Passage, Retriever
@@ -165,6 +167,8 @@ class Agent:
         threshold = self.min_logprob
         if not reply.text or (threshold is not None and reply.logprob is not None and reply.logprob < threshold):
             return await self._unsure(reply, question, messages, "the model is unsure of its answer")
+        if self.settings.check_figures and unsupported_figures(reply.text, [m["content"] for m in messages]):
+            return await self._unsure(reply, question, messages, "the answer states a figure nothing it read gives")
         return reply
 
     async def _tool_call(self, question: str, customer_words: str, session: str) -> ToolResult | None:
