@@ -18,24 +18,29 @@ FOLD_CHARACTERS = 280
 
 def loss_plot_png(losses: list[tuple[int, float]]) -> str:
     """The training loss as a base64 PNG, so that the report is one self-contained file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 3), dpi=110)
+    figure, axes = _plot(height=3)
     steps, values = zip(*losses, strict=True) if losses else ((), ())
     axes.plot(steps, values, color="#8a3b12", linewidth=1.5)
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
     return _png(figure)
+
+
+def _plot(height: float) -> tuple[Any, Any]:
+    """A figure and its axes, drawn off-screen: reports are written where no display is."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt.subplots(figsize=(7, height), dpi=110)
 
 
 def _png(figure: Any) -> str:
     from matplotlib import pyplot as plt
 
+    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
@@ -54,12 +59,7 @@ def speed_plot_png(models: list[ModelScore]) -> str | None:
     points = [(label, speed, recall) for label, speed, recall in points if recall is not None]
     if len(points) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 3.4), dpi=110)
+    figure, axes = _plot(height=3.4)
     for label, speed, recall in points:
         axes.scatter([speed], [recall], color="#8a3b12")
         axes.annotate(label, (speed, recall), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -67,7 +67,6 @@ def speed_plot_png(models: list[ModelScore]) -> str | None:
     axes.set_ylabel(f"{'hand-checked' if checked else 'held-out'} fact recall")
     axes.set_ylim(-0.05, 1.05)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
     return _png(figure)
 
 
