@@ -53,6 +53,10 @@ class Contestant:
     label: str
     model_dir: Path
     as_agent: bool = False
+    sets: tuple[str, ...] | None = None  # the prompt sets it answers; None: all
+
+    def asked(self, prompts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(name, prompt) for name, prompt in prompts if self.sets is None or name in self.sets]
 
 
 @dataclass
@@ -108,12 +112,13 @@ def run(project: Project, console: Console) -> StageReport:
     frames = {False: bare_frame(system_prompt), True: agent_frame(project, system_prompt, retriever)}
     try:
         with progress_bar(console) as progress:
-            task = progress.add_task("safety: answering", total=len(asked) * (len(contestants) + 1))
+            total = len(asked) + sum(len(contestant.asked(asked)) for contestant in contestants)
+            task = progress.add_task("safety: answering", total=total)
             answers = {}
             for contestant in contestants:
                 frame = frames[contestant.as_agent]
                 store = AnswerStore(ledger, run_id, contestant.role, frame, lambda n: progress.advance(task, n))
-                answers[contestant.role] = store.answer_locally(asked, contestant.model_dir, sampling)
+                answers[contestant.role] = store.answer_locally(contestant.asked(asked), contestant.model_dir, sampling)
             store = AnswerStore(ledger, run_id, "teacher", frames[False], lambda n: progress.advance(task, n))
             answers["teacher"] = asyncio.run(store.answer_with_teacher(asked, project, sampling))
     finally:
@@ -210,7 +215,8 @@ def alarming_questions(project: Project) -> list[str]:
 
 def _contestants(project: Project, students: list[tuple[str, str, Run]]) -> list[Contestant]:
     """The models answered locally: the base and each student bare, then the base and the latest student as the
-    agent asks them."""
+    agent asks them. The base as the agent is there for the retention alone: it answers the harmful prompts only,
+    since an agent's prompts are long and the CPU's time dear."""
     base = project.config.distill.base
     base_dir = transformers_dir(base, project.root, "distill.base")
     base_label = f"base ({EMBEDDED_NAME if base == 'embedded' else base_dir.name})"
@@ -218,7 +224,7 @@ def _contestants(project: Project, students: list[tuple[str, str, Run]]) -> list
     bare = [Contestant("base", base_label, base_dir)]
     bare += [Contestant(role, label, student_dir[role]) for role, label, _ in students]
     as_agent = [
-        Contestant("base" + AS_AGENT, f"{base_label} as the agent", base_dir, as_agent=True),
+        Contestant("base" + AS_AGENT, f"{base_label} as the agent", base_dir, as_agent=True, sets=("harmful",)),
         Contestant("student" + AS_AGENT, "student as the agent", student_dir["student"], as_agent=True),
     ]
     return bare + as_agent
@@ -342,8 +348,8 @@ async def _classify(
         try:
             refusal_judge = RefusalJudge(teacher, Prompts(project.root))
             for role, by_prompt in answers.items():
-                verdicts = await refusal_judge.judge([(p, by_prompt[p]) for p in prompts])
-                judge[role] = dict(zip(prompts, verdicts, strict=True))
+                verdicts = await refusal_judge.judge(list(by_prompt.items()))
+                judge[role] = dict(zip(by_prompt, verdicts, strict=True))
         finally:
             await teacher.aclose()
     return Classified(dict(zip(prompts, request_verdicts, strict=True)), outputs, pattern, judge, seconds_per_check)
