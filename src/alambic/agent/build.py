@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from alambic.agent.grounding import unsupported_figures
 from alambic.agent.loop import Agent, AgentCalibration, AgentParts, mean_logprob
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
@@ -84,7 +85,7 @@ async def calibrate(
 ) -> AgentCalibration:
     settings, prompts = project.config.agent, Prompts(project.root)
     system = project.config.project.resolved_system_prompt()
-    similarities, logprobs = [], []
+    similarities, logprobs, made_up = [], [], 0
     for question in questions[:CALIBRATION_QUESTIONS]:
         retrieval = retriever.retrieve(question, RETRIEVED)
         similarities.append(retrieval.similarity)
@@ -93,6 +94,7 @@ async def calibrate(
         confidence = mean_logprob(completion)
         if confidence is not None:
             logprobs.append(confidence)
+        made_up += bool(unsupported_figures(completion.text, [message["content"] for message in messages]))
     return AgentCalibration(
         min_similarity=floor(similarities, settings.handoff_fpr),
         min_logprob=floor(logprobs, settings.handoff_fpr),
@@ -100,6 +102,7 @@ async def calibrate(
         handoff_fpr=settings.handoff_fpr,
         tool_examples=tool_examples,
         dropped_examples=dropped,
+        made_up_figures=made_up,
     )
 
 
@@ -157,6 +160,8 @@ def report_line(calibration: AgentCalibration, console: Console) -> None:
             f"hand-off below similarity {calibration.min_similarity:.3f}{confidence} "
             f"(calibrated on {calibration.calibrated_on} questions)"
         )
+    if calibration.made_up_figures is not None and calibration.calibrated_on:
+        handoff += f"; {calibration.made_up_figures} of those answers stated a figure nothing they read gave"
     console.print(f"agent: {handoff}; tools with example requests: {tools}")
     for line in calibration.dropped_examples:
         console.print(f"  [yellow]dropped tool example[/yellow] {line}")

@@ -1,23 +1,35 @@
 """Whether an answer's figures come from what the agent read. A price, a date, an hour, a phone number or an order
 number that none of the documents, tool results or the conversation gives is the costliest thing a support agent
-can make up, and the one a check can catch without a model: every run of digits in the answer must occur in what
-the model was given. Digits are compared in ASCII, so Arabic-Indic ones match their Latin twins."""
+can make up, and the one a check can catch without a model: every figure in the answer must occur in what the
+model was given. Figures are compared whole ("£4.95" is not supported by "£3.95" and "£40"), in ASCII digits (so
+Arabic-Indic ones match their Latin twins), without what does not change a value: leading zeros, zero minutes or
+decimals, thousands separators ("09:00" is "9", "£12.50" is "12.5", "1,200" is "1200")."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
-DIGITS = re.compile(r"\d+")
+FIGURE = re.compile(r"\d+(?:[.:]\d+)*")
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
-def digit_runs(text: str) -> set[str]:
-    """Every run of digits in the text, in ASCII digits, without leading zeros ("09:00" gives "9" and "0")."""
-    return {str(int(run)) for run in DIGITS.findall(text)}
+def figures(text: str) -> list[str]:
+    """The figures of a text in their canonical form, in order."""
+    return [_canonical(figure) for figure in FIGURE.findall(THOUSANDS.sub("", text))]
+
+
+def _canonical(figure: str) -> str:
+    whole, *rest = re.split(r"([.:])", figure)
+    parts = [str(int(whole))]
+    for separator, digits in zip(rest[::2], rest[1::2], strict=True):
+        digits = str(int(digits)) if separator == ":" else "".join(str(int(d)) for d in digits).rstrip("0")
+        if digits.strip("0"):
+            parts.append(f"{separator}{digits}")
+    return "".join(parts)
 
 
 def unsupported_figures(answer: str, sources: Iterable[str]) -> list[str]:
-    """The digit runs of the answer that no source holds, in the order they first appear."""
-    given = set().union(*(digit_runs(source) for source in sources))
-    made_up = [str(int(run)) for run in DIGITS.findall(answer) if str(int(run)) not in given]
-    return list(dict.fromkeys(made_up))
+    """The figures of the answer that no source holds, each once, in the order they first appear."""
+    given = {figure for source in sources for figure in figures(source)}
+    return list(dict.fromkeys(figure for figure in figures(answer) if figure not in given))

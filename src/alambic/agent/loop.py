@@ -50,6 +50,7 @@ class AgentCalibration(BaseModel):
     handoff_fpr: float
     tool_examples: dict[str, int]  # example requests per tool that passed the APIGen check
     dropped_examples: list[str] = []  # example requests whose call did not parse or execute, with why
+    made_up_figures: int | None = None  # of the calibration answers, those stating a figure nothing they read gave
 
 
 @dataclass
