@@ -35,7 +35,7 @@ ProjectOption = Annotated[
     Path,
     typer.Option("--project", "-p", help="Project folder (holds alambic.toml).", show_default="current folder"),
 ]
-PresetOption = Annotated[str | None, typer.Option(help="Named preset of settings, e.g. 'quick' (a ~2 minute loop).")]
+PresetOption = Annotated[str | None, typer.Option(help="Named preset of settings, e.g. 'quick' (a ~10 minute loop).")]
 
 
 @contextmanager
