@@ -7,8 +7,9 @@ The same share of every kind of item stays bare, as the bare student is asked. T
 tell the student which kind of answer is wanted: when grounded questions all carried passages and only the safety
 recipe's refusals came bare, the whole 30-layer student learnt to refuse 0.92 of harmless bare questions.
 
-Imported conversations (logs, captured traffic, a creator's own replies) stay as they were asked, bare: the safety
-stage asks the student bare, so whatever they teach, a harmful answer among them included, shows there."""
+Imported conversations (logs, captured traffic, a creator's own replies) stay as they were asked: a capture may
+already carry passages, and the safety stage asks the student both bare and as the agent asks, so whatever they
+teach, a harmful answer among them included, shows in one form or the other."""
 
 from __future__ import annotations
 
