@@ -73,6 +73,11 @@ def test_the_same_share_of_every_kind_stays_bare() -> None:
         "persona-voice": 2,
     }
     imported = item("i", "import", "A question from the logs?", "An answer.")
+    her_replies = [item(f"reply-{i}", "import", f"A comment {i}?", "Her reply.") for i in range(8)]
+    for number, reply in enumerate(her_replies):
+        reply.payload["source"] = {"creator_reply": number}
+    bare_replies = [key for key in bare_keys([*items, *her_replies], 0.25) if key.startswith("reply-")]
+    assert len(bare_replies) == 2  # her voice is trained in both forms
     assert (
         "d" not in bare
         and "i" not in bare_keys([*items, imported], 1.0)

@@ -7,9 +7,10 @@ The same share of every kind of item stays bare, as the bare student is asked. T
 tell the student which kind of answer is wanted: when grounded questions all carried passages and only the safety
 recipe's refusals came bare, the whole 30-layer student learnt to refuse 0.92 of harmless bare questions.
 
-Imported conversations (logs, captured traffic, a creator's own replies) stay as they were asked: a capture may
-already carry passages, and the safety stage asks the student both bare and as the agent asks, so whatever they
-teach, a harmful answer among them included, shows in one form or the other."""
+Imported conversations (logs, captured traffic) stay as they were asked: a capture may already carry passages, and
+the safety stage asks the student both bare and as the agent asks, so whatever they teach, a harmful answer among
+them included, shows in one form or the other. A creator's own replies were never asked of any model: they are her
+voice, which the agent must keep, so they follow the bare share like the teacher's items."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from alambic.prompts import Prompts
 from alambic.store import Item
 
 SINGLE_TURN = ("system", "user", "assistant")
-AS_ASKED = ("import",)  # item kinds trained exactly as they were asked
+AS_ASKED = ("import",)  # item kinds trained exactly as they were asked, a creator's own replies excepted
 
 
 def with_retrieved_context(
@@ -55,11 +56,15 @@ def bare_keys(items: list[Item], share: float) -> set[str]:
 
 
 def single_turn_question(item: Item) -> str | None:
-    """The user turn of a system, user, assistant item; None for a conversation or an imported one."""
+    """The user turn of a system, user, assistant item; None for a conversation or an exchange kept as asked."""
     messages = item.payload["messages"]
-    if item.kind in AS_ASKED or tuple(message["role"] for message in messages) != SINGLE_TURN:
+    if kept_as_asked(item) or tuple(message["role"] for message in messages) != SINGLE_TURN:
         return None
     return str(messages[1]["content"])
+
+
+def kept_as_asked(item: Item) -> bool:
+    return item.kind in AS_ASKED and "creator_reply" not in item.payload.get("source", {})
 
 
 def _with_context(item: Item, retriever: Retriever, prompts: Prompts, tokenizer: Any, max_len: int) -> Item:
