@@ -45,7 +45,7 @@ def compared_runs(ledger: Ledger, latest: Run) -> list[Run]:
     """The latest finished distill run of each method trained on the same dataset as the latest run."""
     by_method: dict[str, Run] = {}
     dataset = latest.result(DistillResult).dataset
-    for run in ledger.runs():
+    for run in sorted(ledger.runs(), key=lambda run: run.last_chosen):
         if run.stage == "distill" and run.state == "done" and (result := run.result(DistillResult)).dataset == dataset:
             by_method[result.method] = run
     by_method[latest.result(DistillResult).method] = latest
@@ -61,7 +61,7 @@ def student_name(run: Run, latest: bool, several: bool) -> tuple[str, str]:
 def latest_curate_run(ledger: Ledger, synth_run: Run) -> Run | None:
     """The latest finished curation of this synth run's items, if any."""
     runs = [r for r in ledger.runs() if r.stage == "curate" and r.state == "done" and r.inputs_hash == synth_run.id]
-    return max(runs, key=lambda r: r.finished_or_started) if runs else None
+    return max(runs, key=lambda r: r.last_chosen) if runs else None
 
 
 def rejected_by_curation(ledger: Ledger, curate_run: Run | None) -> set[str]:

@@ -49,6 +49,35 @@ def test_runs_reopen_after_a_crash_and_stay_done_once_done(tmp_path: Path) -> No
         assert ledger.selection("r1") == [Selected("a", "qa", "train"), Selected("b", "qa", "heldout")]
 
 
+def test_a_finished_run_a_stage_reuses_is_the_latest_again(tmp_path: Path) -> None:
+    """Set a key back to what it was: the stage reuses its first run, and the next stage must build on that one."""
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for run_id in ("three-epochs", "five-epochs"):
+            ledger.start_run(run_id, "distill", run_id, "d")
+            ledger.finish_run(run_id, Counted(n=1))
+        assert ledger.latest_done("distill").id == "five-epochs"
+        finished = ledger.run("three-epochs").finished_at
+        assert ledger.start_run("three-epochs", "distill", "three-epochs", "d").state == "done"
+        latest = ledger.latest_done("distill")
+        assert latest.id == "three-epochs" and latest.finished_at == finished  # when it finished stays true
+
+
+def test_runs_of_an_older_ledger_are_chosen_in_the_order_they_finished(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        for run_id in ("first", "second"):
+            ledger.start_run(run_id, "distill", run_id, "d")
+            ledger.finish_run(run_id, Counted(n=1))
+    db = sqlite3.connect(path)
+    version = len(MIGRATIONS)
+    db.executescript(f"ALTER TABLE runs DROP COLUMN chosen_at; DELETE FROM schema_migrations WHERE version = {version}")
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == version
+        assert ledger.latest_done("distill").id == "second"
+        assert all(run.chosen_at == run.finished_at for run in ledger.runs())
+
+
 class Counted(BaseModel):
     n: int
 

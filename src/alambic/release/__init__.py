@@ -137,7 +137,7 @@ def latest_safety(ledger: Ledger, distill_run_id: str) -> Run | None:
         for r in ledger.runs()
         if r.stage == "safety" and r.state == "done" and r.result(SafetyResult).distill_run == distill_run_id
     ]
-    return max(runs, key=lambda r: r.finished_or_started) if runs else None
+    return max(runs, key=lambda r: r.last_chosen) if runs else None
 
 
 def latest_evaluation(ledger: Ledger, distill_run_id: str) -> EvalResult | None:

@@ -126,6 +126,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "when a stage last chose each run: a finished run a stage reuses is the latest again",
+        """
+        ALTER TABLE runs ADD COLUMN chosen_at REAL;
+        UPDATE runs SET chosen_at = finished_at WHERE state = 'done';
+        """,
+    ),
 ]
 
 
@@ -139,10 +146,12 @@ class Run:
     started_at: float
     finished_at: float | None
     summary: dict[str, Any]
+    chosen_at: float | None = None
 
     @property
-    def finished_or_started(self) -> float:
-        return self.finished_at or self.started_at
+    def last_chosen(self) -> float:
+        """When a stage last finished or reused this run: the latest chosen is the one the next stage builds on."""
+        return self.chosen_at or self.finished_at or self.started_at
 
     def result(self, model: type[R]) -> R:
         """The run's summary as the stage's typed result."""
@@ -263,12 +272,13 @@ class Ledger:
 
     # runs -----------------------------------------------------------------
     def start_run(self, run_id: str, stage: str, config_hash: str, inputs_hash: str) -> Run:
-        """Open (or reopen, after a crash) the run with this id."""
+        """Open (or reopen, after a crash) the run with this id; a finished one is chosen again, as it is reused."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO runs (id, stage, config_hash, inputs_hash, state, started_at) "
                 "VALUES (?, ?, ?, ?, 'running', ?) "
-                "ON CONFLICT(id) DO UPDATE SET state = CASE WHEN state = 'done' THEN 'done' ELSE 'running' END",
+                "ON CONFLICT(id) DO UPDATE SET state = CASE WHEN state = 'done' THEN 'done' ELSE 'running' END, "
+                "chosen_at = CASE WHEN state = 'done' THEN excluded.started_at ELSE chosen_at END",
                 (run_id, stage, config_hash, inputs_hash, time.time()),
             )
         run = self.run(run_id)
@@ -278,13 +288,14 @@ class Ledger:
     def finish_run(self, run_id: str, result: BaseModel, selected: Sequence[Selected] = ()) -> None:
         """Mark the run done with its result, and what it selected, in one transaction."""
         rows = [(run_id, position, s.key, s.kind, s.split) for position, s in enumerate(selected)]
+        now = time.time()
 
         def write(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM selections WHERE run_id = ?", (run_id,))
             db.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", rows)
             db.execute(
-                "UPDATE runs SET state = 'done', finished_at = ?, summary = ? WHERE id = ?",
-                (time.time(), result.model_dump_json(), run_id),
+                "UPDATE runs SET state = 'done', finished_at = ?, chosen_at = ?, summary = ? WHERE id = ?",
+                (now, now, result.model_dump_json(), run_id),
             )
 
         with self._lock:
@@ -329,7 +340,8 @@ class Ledger:
 
     def latest_done(self, stage: str) -> Run | None:
         row = self._db.execute(
-            "SELECT * FROM runs WHERE stage = ? AND state = 'done' ORDER BY finished_at DESC LIMIT 1",
+            "SELECT * FROM runs WHERE stage = ? AND state = 'done' "
+            "ORDER BY COALESCE(chosen_at, finished_at) DESC LIMIT 1",
             (stage,),
         ).fetchone()
         return _run(row) if row else None
@@ -480,7 +492,7 @@ class Ledger:
 
 
 def _run(row: tuple) -> Run:
-    return Run(*row[:7], summary=json.loads(row[7]))
+    return Run(*row[:7], summary=json.loads(row[7]), chosen_at=row[8])
 
 
 def _item(row: tuple) -> Item:
