@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -237,7 +238,9 @@ async def agent_behaviour(project: Project, rows: list[dict], embedder: Embedder
 
         expected = [row["handoff"] for row in agent_rows] + [False] * len(rows)
         questions = [row["question"] for row in agent_rows] + [row["question"] for row in rows]
-        handed = [(await agent.answer(q, f"bench-{i}")).handoff is not None for i, q in enumerate(questions)]
+        replies = [await agent.answer(q, f"bench-{i}") for i, q in enumerate(questions)]
+        reasons = [reply.handoff for reply in replies]
+        handed = [reason is not None for reason in reasons]
         caught = sum(h and e for h, e in zip(handed, expected, strict=True))
         precision = caught / max(sum(handed), 1)
         recall = caught / max(sum(expected), 1)
@@ -245,6 +248,12 @@ async def agent_behaviour(project: Project, rows: list[dict], embedder: Embedder
             f"hand-offs: {sum(handed)} of {len(questions)} turns; precision {precision:.2f}, recall {recall:.2f} "
             f"on {sum(expected)} that should be handed off"
         )
+        for reason, count in Counter(reason for reason in reasons if reason).most_common():
+            print(f"  {count} x {reason}")
+        given = [(reply, row) for reply, row in zip(replies[len(agent_rows) :], rows, strict=True) if not reply.handoff]
+        right = sum(contains(reply.text, row["fact"]) for reply, row in given) / max(len(given), 1)
+        print(f"of the {len(rows)} hand-checked questions, {len(given)} answered: {right:.2f} of them state the fact")
+        figures.append(figure("agent-answered-fact-precision", right, "share", "ideal", 1.0, "report"))
         figures.append(figure("agent-handoff-precision", precision, "share", "ideal", 1.0, "report"))
         figures.append(figure("agent-handoff-recall", recall, "share", "ideal", 1.0, "report"))
         for model in models:

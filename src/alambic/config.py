@@ -424,6 +424,14 @@ class AgentSection(Section):
         description="Hand off (or cascade) an answer that states a number nothing the model read gives: a price, "
         "date, hour or phone number it made up.",
     )
+    check_language: bool = Field(
+        True, description="Hand off (or cascade) an answer that is not in the language the customer wrote in."
+    )
+    min_relevance: float | None = Field(
+        None,
+        description="Hand off (or cascade) a first answer no tool informed whose cosine with its question (MiniLM) is "
+        "below this; none: calibrated at release on the training answers, at handoff_fpr.",
+    )
     cascade: bool = Field(False, description="Send what would be handed off to the teacher instead (FrugalGPT).")
 
     @model_validator(mode="after")

@@ -1,8 +1,10 @@
-"""The figure check: an answer's numbers must come from what the agent read."""
+"""The checks an answer must pass: its numbers come from what the agent read, it is in the customer's language,
+and it takes up the question."""
 
 from pathlib import Path
 
 from alambic.agent.grounding import unsupported_figures
+from alambic.agent.loop import AgentCalibration, AgentReply
 
 PASSAGE = "UK standard delivery costs £3.95 and is free over £40. The shop opens 09:00 to 17:00; call 0131 555 0142."
 
@@ -34,7 +36,6 @@ def test_arabic_indic_digits_match_their_latin_twins() -> None:
 
 
 def test_the_release_counts_the_calibration_answers_that_make_up_figures(agent_project: Path) -> None:
-    from alambic.agent.loop import AgentCalibration
     from alambic.project import Project
     from alambic.results import ReleaseResult
 
@@ -44,3 +45,64 @@ def test_the_release_counts_the_calibration_answers_that_make_up_figures(agent_p
     calibration = AgentCalibration.model_validate_json((Path(release.agent) / "calibration.json").read_text("utf-8"))
     assert calibration.made_up_figures is not None
     assert 0 <= calibration.made_up_figures <= calibration.calibrated_on
+
+
+def test_an_answer_that_takes_up_the_question_is_closer_to_it_than_a_non_answer() -> None:
+    from alambic.agent.grounding import relevance
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+
+    question = "When does the shop open on Saturday?"
+    answers = ["The shop opens at 09:00 on Saturdays.", "Please share the customer's question.", "I'm glad to help!"]
+    answer, *non_answers = relevance(Embedder(minilm_dir()), [question] * 3, answers)
+    assert all(answer > other + 0.2 for other in non_answers)
+
+
+def test_an_answer_in_another_language_or_off_the_question_is_handed_off(agent_project: Path) -> None:
+    """The agent's model over the API (the loopback mock stands in for a remote one), which answers every question
+    with English lines about something else."""
+    import asyncio
+    import dataclasses
+
+    from alambic.agent.build import open_agent
+    from alambic.agent.router import ToolRouter
+    from alambic.agent.tools import Toolbox
+    from alambic.config import TeacherSection
+    from alambic.models import open_teacher
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+    from alambic.project import Project
+    from alambic.results import ReleaseResult
+    from tests.conftest import mock_teacher
+
+    project = Project.open(agent_project)
+    release = project.ledger.latest_done("release").result(ReleaseResult)
+    calibration = AgentCalibration.model_validate_json((Path(release.agent) / "calibration.json").read_text("utf-8"))
+    asked = {"min_similarity": -1.0, "min_logprob": -1e9, "handoff_tool": None}
+
+    async def reply(question: str, **settings: object) -> AgentReply:
+        agent = type(opened)(parts, project.config.agent.model_copy(update={**asked, **settings}))
+        return await agent.answer(question)
+
+    async def replies() -> list[AgentReply]:
+        arabic, english = "متى يفتح المتجر يوم السبت؟", "When does the shop open on Saturday?"
+        return [
+            await reply(arabic, min_relevance=-1.0),
+            await reply(english, min_relevance=1.01),
+            await reply(english, min_relevance=-1.0),
+            await reply(arabic, min_relevance=-1.0, check_language=False),
+        ]
+
+    with mock_teacher() as url:
+        model = open_teacher(TeacherSection(backend="openai", base_url=url, model="mock"), agent_project)
+        embedder = Embedder(minilm_dir())
+        opened = open_agent(project, Path(release.agent), model, embedder)
+        # A business without tools: the tiny project's router may send any question to one.
+        parts = dataclasses.replace(opened.parts, toolbox=Toolbox([], None), router=ToolRouter.train({}, [], embedder))
+        arabic, off, taken, unchecked = asyncio.run(replies())
+    project.close()
+    assert arabic.handoff == "the answer is not in the customer's language"
+    assert arabic.text.startswith("سأحيل طلبك إلى أحد أعضاء فريقنا")
+    assert off.handoff == "the answer does not take up the question"
+    assert taken.handoff is None and unchecked.handoff is None and taken.text.startswith("Is ")
+    assert calibration.off_language is not None and 0 <= calibration.off_language <= calibration.calibrated_on

@@ -5,8 +5,9 @@
   parses against the tool's schema and executes; a SQL tool's changes are rolled back) against the
   business's training questions;
 - the hand-off thresholds, calibrated on answerable training questions so that at most agent.handoff_fpr of
-  them would be handed off: the closest passage's similarity, and the released student's mean token log-prob
-  on its own answers.
+  them would be handed off: the closest passage's similarity, the released student's mean token log-prob
+  on its own answers, and how close in meaning an answer is to its question, measured on the training answers
+  (the student's own would set a weak student's floor at its own non-answers).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from alambic.agent.grounding import unsupported_figures
+from alambic.agent.grounding import relevance, unsupported_figures
 from alambic.agent.loop import Agent, AgentCalibration, AgentParts, mean_logprob
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
@@ -27,6 +28,7 @@ from alambic.agent.tools import Toolbox
 from alambic.config import AgentSection
 from alambic.dataset import grounded_question, latest_synth_run, split_items
 from alambic.errors import AlambicError
+from alambic.language import same_language
 from alambic.models import ChatModel, Sampling
 from alambic.models.embeddings import Embedder
 from alambic.project import Project
@@ -42,10 +44,14 @@ def toolbox(project: Project) -> Toolbox:
     return Toolbox(settings.tools, database)
 
 
-def training_questions(project: Project) -> list[str]:
-    """The questions of the business's grounded training items: answerable from the documents, no tool."""
+def training_answers(project: Project) -> list[tuple[str, str]]:
+    """The business's grounded training items as (question, answer): answerable from the documents, no tool."""
     items = split_items(project.ledger, latest_synth_run(project.ledger))["train"]
-    return [question for question in map(grounded_question, items) if question is not None]
+    return [
+        (question, str(item.payload["messages"][2]["content"]))
+        for item in items
+        if (question := grounded_question(item)) is not None
+    ]
 
 
 def tool_requests(tools: Toolbox) -> tuple[dict[str, list[str]], list[str]]:
@@ -79,14 +85,17 @@ async def calibrate(
     project: Project,
     model: ChatModel,
     retriever: Retriever,
-    questions: list[str],
+    answers: list[tuple[str, str]],
     tool_examples: dict[str, int],
     dropped: list[str],
 ) -> AgentCalibration:
     settings, prompts = project.config.agent, Prompts(project.root)
     system = project.config.project.resolved_system_prompt()
-    similarities, logprobs, made_up = [], [], 0
-    for question in questions[:CALIBRATION_QUESTIONS]:
+    asked, answered = [question for question, _ in answers], [answer for _, answer in answers]
+    min_relevance = floor(relevance(retriever.embedder, asked, answered), settings.handoff_fpr) if answers else None
+    questions = asked[:CALIBRATION_QUESTIONS]
+    similarities, logprobs, replies, made_up = [], [], [], 0
+    for question in questions:
         retrieval = retriever.retrieve(question, RETRIEVED)
         similarities.append(retrieval.similarity)
         messages = agent_messages(prompts, system, question, retrieval.passages)
@@ -94,7 +103,9 @@ async def calibrate(
         confidence = mean_logprob(completion)
         if confidence is not None:
             logprobs.append(confidence)
+        replies.append(completion.text.strip())
         made_up += bool(unsupported_figures(completion.text, [message["content"] for message in messages]))
+    scores = relevance(retriever.embedder, questions, replies) if questions else []
     return AgentCalibration(
         min_similarity=floor(similarities, settings.handoff_fpr),
         min_logprob=floor(logprobs, settings.handoff_fpr),
@@ -103,6 +114,9 @@ async def calibrate(
         tool_examples=tool_examples,
         dropped_examples=dropped,
         made_up_figures=made_up,
+        min_relevance=min_relevance,
+        off_language=sum(same_language(q, reply) is False for q, reply in zip(questions, replies, strict=True)),
+        irrelevant=None if min_relevance is None else sum(score < min_relevance for score in scores),
     )
 
 
@@ -112,12 +126,12 @@ async def build_agent(project: Project, out_dir: Path, model: ChatModel, embedde
     shutil.copyfile(project_index(project, embedder), out_dir / "index.sqlite")
     tools = toolbox(project)
     requests, dropped = tool_requests(tools)
-    questions = training_questions(project)
-    ToolRouter.train(requests, questions, embedder).save(out_dir / "router.json")
+    answers = training_answers(project)
+    ToolRouter.train(requests, [question for question, _ in answers], embedder).save(out_dir / "router.json")
     retriever = Retriever(out_dir / "index.sqlite", embedder)
     try:
         calibration = await calibrate(
-            project, model, retriever, questions, {name: len(texts) for name, texts in requests.items()}, dropped
+            project, model, retriever, answers, {name: len(texts) for name, texts in requests.items()}, dropped
         )
     finally:
         retriever.close()
@@ -161,7 +175,12 @@ def report_line(calibration: AgentCalibration, console: Console) -> None:
             f"(calibrated on {calibration.calibrated_on} questions)"
         )
     if calibration.made_up_figures is not None and calibration.calibrated_on:
-        handoff += f"; {calibration.made_up_figures} of those answers stated a figure nothing they read gave"
+        handoff += f"; of the student's {calibration.calibrated_on} answers to them, {calibration.made_up_figures} "
+        handoff += "stated a figure nothing they read gave"
+        if calibration.off_language is not None:
+            handoff += f", {calibration.off_language} were not in the question's language"
+        if calibration.irrelevant is not None and calibration.min_relevance is not None:
+            handoff += f", {calibration.irrelevant} were further from it than {calibration.min_relevance:.3f}"
     console.print(f"agent: {handoff}; tools with example requests: {tools}")
     for line in calibration.dropped_examples:
         console.print(f"  [yellow]dropped tool example[/yellow] {line}")

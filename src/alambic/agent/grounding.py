@@ -1,4 +1,7 @@
-"""Whether an answer's figures come from what the agent read. A price, a date, an hour, a phone number or an order
+"""Checks an answer must pass before the agent gives it: its figures come from what it read, and it takes up the
+question.
+
+Whether an answer's figures come from what the agent read. A price, a date, an hour, a phone number or an order
 number that none of the documents, tool results or the conversation gives is the costliest thing a support agent
 can make up, and the one a check can catch without a model: every figure in the answer must occur in what the
 model was given. Figures are compared whole ("£4.95" is not supported by "£3.95" and "£40"), in ASCII digits (so
@@ -9,6 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alambic.models.embeddings import Embedder
 
 FIGURE = re.compile(r"\d+(?:[.:]\d+)*")
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -33,3 +40,9 @@ def unsupported_figures(answer: str, sources: Iterable[str]) -> list[str]:
     """The figures of the answer that no source holds, each once, in the order they first appear."""
     given = {figure for source in sources for figure in figures(source)}
     return list(dict.fromkeys(figure for figure in figures(answer) if figure not in given))
+
+
+def relevance(embedder: Embedder, questions: list[str], answers: list[str]) -> list[float]:
+    """The cosine of each question and its answer in meaning: a reply that does not take up the question (a
+    greeting, a request to repeat it, a passage about something else) scores low, whatever it contains."""
+    return (embedder.embed(questions) * embedder.embed(answers)).sum(-1).tolist()

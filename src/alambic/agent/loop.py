@@ -5,9 +5,11 @@
    from the tool's schema, where a value with a pattern can only be one the customer wrote; the call runs;
 3. retrieval finds the passages; if none is close enough in meaning (a calibrated similarity), and no tool
    answered, the turn is handed off, or cascaded to the teacher;
-4. the model answers from the passages, the tool results and the conversation so far; an answer whose mean
-   token log-prob is below the calibrated threshold, or that states a figure nothing it read gives
-   (agent.check_figures), is handed off, or cascaded, instead;
+4. the model answers from the passages, the tool results and the conversation so far; an answer is handed off,
+   or cascaded, instead when its mean token log-prob is below the calibrated threshold, when it states a figure
+   nothing it read gives (agent.check_figures), when it is not in the customer's language (agent.check_language),
+   or, for a first question no tool answered, when it is further in meaning from the question than the calibrated
+   floor (agent.min_relevance): a weak student's greeting or request to repeat the question is no answer;
 5. both turns are stored in the session's memory.
 
 Documents never reach the tool step: an instruction planted in a document cannot make the agent call a tool.
@@ -23,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from alambic.agent.grounding import unsupported_figures
+from alambic.agent.grounding import relevance, unsupported_figures
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Passage, Retriever
@@ -31,12 +33,12 @@ from alambic.agent.router import NO_TOOL, ToolRouter, asks_for_person
 from alambic.agent.tools import FREE_TEXT_CHARS, Toolbox, ToolResult
 from alambic.config import AgentSection
 from alambic.errors import AlambicError
-from alambic.language import language_of
+from alambic.language import language_of, same_language
 from alambic.models import ChatModel, Completion, Sampling
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
 
-CALIBRATION_FORMAT = 1
+CALIBRATION_FORMAT = 2  # what calibrate() measures; a release made with another is made again
 TICKET_REFERENCE = {"en": " Your reference is {ticket}.", "ar": " رقم طلبك المرجعي هو {ticket}."}
 
 
@@ -51,6 +53,9 @@ class AgentCalibration(BaseModel):
     tool_examples: dict[str, int]  # example requests per tool that passed the APIGen check
     dropped_examples: list[str] = []  # example requests whose call did not parse or execute, with why
     made_up_figures: int | None = None  # of the calibration answers, those stating a figure nothing they read gave
+    min_relevance: float | None = None  # hand off a first answer below this cosine with its question; None: never
+    off_language: int | None = None  # of the calibration answers, those not in their question's language
+    irrelevant: int | None = None  # of the calibration answers, those below min_relevance
 
 
 @dataclass
@@ -128,6 +133,11 @@ class Agent:
         configured = self.settings.min_logprob
         return configured if configured is not None else self.parts.calibration.min_logprob
 
+    @property
+    def min_relevance(self) -> float | None:
+        configured = self.settings.min_relevance
+        return configured if configured is not None else self.parts.calibration.min_relevance
+
     async def answer(self, question: str, session: str | None = None, owner: str = "") -> AgentReply:
         """The answer to the customer's turn. Sessions are remembered per `owner` (the server's API key): another
         owner naming the same session id reads nothing of it."""
@@ -170,7 +180,15 @@ class Agent:
             return await self._unsure(reply, question, messages, "the model is unsure of its answer")
         if self.settings.check_figures and unsupported_figures(reply.text, [m["content"] for m in messages]):
             return await self._unsure(reply, question, messages, "the answer states a figure nothing it read gives")
+        if self.settings.check_language and same_language(question, reply.text) is False:
+            return await self._unsure(reply, question, messages, "the answer is not in the customer's language")
+        if not calls and not history and self._off_the_question(question, reply.text):
+            return await self._unsure(reply, question, messages, "the answer does not take up the question")
         return reply
+
+    def _off_the_question(self, question: str, answer: str) -> bool:
+        floor = self.min_relevance
+        return floor is not None and relevance(self.parts.retriever.embedder, [question], [answer])[0] < floor
 
     async def _tool_call(self, question: str, customer_words: str, session: str) -> ToolResult | None:
         planned = await self.plan_tool_call(question, customer_words)

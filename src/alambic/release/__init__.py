@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from alambic.agent.loop import CALIBRATION_FORMAT
 from alambic.dataset import latest_distill_run
 from alambic.errors import AlambicError, GateBlocked
 from alambic.hashing import file_sha256, stable_hash
@@ -62,6 +63,7 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
         override,
         project.config.agent.fingerprint(),
         Prompts(project.root).version(*AGENT_PROMPT_NAMES),
+        CALIBRATION_FORMAT,
     )
     run_id = f"release-{stable_hash(config_hash, student.sha256, gate.safety_run)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
