@@ -1,7 +1,7 @@
 """Checks an answer must pass before the agent gives it: its figures come from what it read, and it takes up the
 question.
 
-Whether an answer's figures come from what the agent read. A price, a date, an hour, a phone number or an order
+Figures: a price, a date, an hour, a phone number or an order
 number that none of the documents, tool results or the conversation gives is the costliest thing a support agent
 can make up, and the one a check can catch without a model: every figure in the answer must occur in what the
 model was given. Figures are compared whole ("£4.95" is not supported by "£3.95" and "£40"), in ASCII digits (so
