@@ -424,6 +424,9 @@ class AgentSection(Section):
         description="Hand off (or cascade) an answer that states a number nothing the model read gives: a price, "
         "date, hour or phone number it made up.",
     )
+    check_tool_use: bool = Field(
+        True, description="Hand off (or cascade) an answer that tells nothing of what the tool it called returned."
+    )
     check_language: bool = Field(
         True, description="Hand off (or cascade) an answer that is not in the language the customer wrote in."
     )

@@ -3,9 +3,10 @@ and it takes up the question."""
 
 from pathlib import Path
 
-from alambic.agent.grounding import unsupported_figures
-from alambic.agent.loop import AgentCalibration, AgentReply
+from alambic.agent.grounding import unsupported_figures, uses_results
+from alambic.agent.loop import Agent, AgentCalibration, AgentReply
 
+LOOKUP = "Could you tell me where order QL-1006 is now?"
 PASSAGE = "UK standard delivery costs £3.95 and is free over £40. The shop opens 09:00 to 17:00; call 0131 555 0142."
 
 
@@ -58,7 +59,9 @@ def test_an_answer_that_takes_up_the_question_is_closer_to_it_than_a_non_answer(
     assert all(answer > other + 0.2 for other in non_answers)
 
 
-def test_an_answer_in_another_language_or_off_the_question_is_handed_off(agent_project: Path) -> None:
+def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_handed_off(
+    agent_project: Path,
+) -> None:
     """The agent's model over the API (the loopback mock stands in for a remote one), which answers every question
     with English lines about something else."""
     import asyncio
@@ -66,7 +69,7 @@ def test_an_answer_in_another_language_or_off_the_question_is_handed_off(agent_p
 
     from alambic.agent.build import open_agent
     from alambic.agent.router import ToolRouter
-    from alambic.agent.tools import Toolbox
+    from alambic.agent.tools import Toolbox, ToolResult
     from alambic.config import TeacherSection
     from alambic.models import open_teacher
     from alambic.models.embedded import minilm_dir
@@ -80,9 +83,12 @@ def test_an_answer_in_another_language_or_off_the_question_is_handed_off(agent_p
     calibration = AgentCalibration.model_validate_json((Path(release.agent) / "calibration.json").read_text("utf-8"))
     asked = {"min_similarity": -1.0, "min_logprob": -1e9, "handoff_tool": None}
 
-    async def reply(question: str, **settings: object) -> AgentReply:
-        agent = type(opened)(parts, project.config.agent.model_copy(update={**asked, **settings}))
-        return await agent.answer(question)
+    def agent(with_tools: bool = False, **settings: object) -> Agent:
+        configured = project.config.agent.model_copy(update={**asked, **settings})
+        return Agent(opened.parts if with_tools else parts, configured)
+
+    async def reply(question: str, with_tools: bool = False, **settings: object) -> AgentReply:
+        return await agent(with_tools, **settings).answer(question)
 
     async def replies() -> list[AgentReply]:
         arabic, english = "متى يفتح المتجر يوم السبت؟", "When does the shop open on Saturday?"
@@ -91,6 +97,8 @@ def test_an_answer_in_another_language_or_off_the_question_is_handed_off(agent_p
             await reply(english, min_relevance=1.01),
             await reply(english, min_relevance=-1.0),
             await reply(arabic, min_relevance=-1.0, check_language=False),
+            await reply(LOOKUP, with_tools=True, min_relevance=1.01, check_tool_use=True),
+            await reply(LOOKUP, with_tools=True, min_relevance=1.01, check_tool_use=False),
         ]
 
     with mock_teacher() as url:
@@ -99,10 +107,28 @@ def test_an_answer_in_another_language_or_off_the_question_is_handed_off(agent_p
         opened = open_agent(project, Path(release.agent), model, embedder)
         # A business without tools: the tiny project's router may send any question to one.
         parts = dataclasses.replace(opened.parts, toolbox=Toolbox([], None), router=ToolRouter.train({}, [], embedder))
-        arabic, off, taken, unchecked = asyncio.run(replies())
+        arabic, off, taken, unchecked, ignored, trusted = asyncio.run(replies())
+        opened_earlier = ToolResult("create_ticket", {"summary": "Stale beans"}, True, {"changed": 1, "id": 41})
+        handed = agent(handoff_tool="create_ticket")._handoff(
+            AgentReply("", "erin", tool_calls=[opened_earlier]), "Stale beans", "a test"
+        )
     project.close()
+    assert ignored.handoff == "the answer tells nothing the tool returned"
+    assert ignored.tool_calls[0].tool == "order_status" and ignored.tool_calls[0].ok
+    assert trusted.handoff is None  # a tool informed it: neither the tool check (off) nor relevance applies
+    assert handed.ticket == "41" and handed.tool_calls == [opened_earlier]  # the turn's own ticket, not a second
     assert arabic.handoff == "the answer is not in the customer's language"
     assert arabic.text.startswith("سأحيل طلبك إلى أحد أعضاء فريقنا")
     assert off.handoff == "the answer does not take up the question"
     assert taken.handoff is None and unchecked.handoff is None and taken.text.startswith("Is ")
     assert calibration.off_language is not None and 0 <= calibration.off_language <= calibration.calibrated_on
+
+
+def test_an_answer_tells_what_the_tool_returned_that_the_customer_did_not_write() -> None:
+    row = {"order_id": "QL-1006", "status": "in_transit", "tracking": "RM771204558GB", "updated": "2026-11-10"}
+    assert uses_results("QL-1006 is in transit; tracking RM771204558GB.", LOOKUP, [row])
+    assert uses_results("It was last updated on 2026-11-10.", LOOKUP, [row])
+    assert not uses_results("Your order QL-1006: I'm glad to help!", LOOKUP, [row])  # only what the customer wrote
+    assert uses_results("Your reference is 41.", "Open a complaint", [{"changed": 1, "id": 41}])
+    assert not uses_results("Sorry, that's not something I can help with.", "Open a complaint", [{"id": 41}])
+    assert uses_results("I found no such order.", "Where is QL-9999?", [[]])  # nothing was returned to tell

@@ -1,5 +1,5 @@
-"""Checks an answer must pass before the agent gives it: its figures come from what it read, and it takes up the
-question.
+"""Checks an answer must pass before the agent gives it: its figures come from what it read, it tells the customer
+what the tool it called returned, and it takes up the question.
 
 Figures: a price, a date, an hour, a phone number or an order
 number that none of the documents, tool results or the conversation gives is the costliest thing a support agent
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alambic.models.embeddings import Embedder
@@ -46,3 +46,27 @@ def relevance(embedder: Embedder, questions: list[str], answers: list[str]) -> l
     """The cosine of each question and its answer in meaning: a reply that does not take up the question (a
     greeting, a request to repeat it, a passage about something else) scores low, whatever it contains."""
     return (embedder.embed(questions) * embedder.embed(answers)).sum(-1).tolist()
+
+
+def uses_results(answer: str, question: str, results: list[Any]) -> bool:
+    """Whether the answer states something the tools returned that the customer did not write: a status, a
+    tracking number, a date. True when they returned nothing new (an empty lookup) or no results were given."""
+    new = [value for value in _scalars(results) if not _states(question, value)]
+    return not new or any(_states(answer, value) for value in new)
+
+
+def _scalars(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _scalars(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _scalars(item)]
+    if value is None or isinstance(value, bool):
+        return []
+    return [str(value)]
+
+
+def _states(text: str, value: str) -> bool:
+    if figures(value) and not re.search(r"[^\W\d_]", value):  # a number, an hour, a date: compared as figures
+        return set(figures(value)) <= set(figures(text))
+    words = " ".join(value.replace("_", " ").split()).casefold()
+    return bool(words) and words in " ".join(text.split()).casefold()

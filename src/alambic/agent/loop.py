@@ -7,8 +7,9 @@
    answered, the turn is handed off, or cascaded to the teacher;
 4. the model answers from the passages, the tool results and the conversation so far; an answer is handed off,
    or cascaded, instead when its mean token log-prob is below the calibrated threshold, when it states a figure
-   nothing it read gives (agent.check_figures), when it is not in the customer's language (agent.check_language),
-   or, for a first question no tool answered, when it is further in meaning from the question than the calibrated
+   nothing it read gives (agent.check_figures), when it tells nothing of what the tool returned
+   (agent.check_tool_use), when it is not in the customer's language (agent.check_language), or, for a first
+   question no tool answered, when it is further in meaning from the question than the calibrated
    floor (agent.min_relevance): a weak student's greeting or request to repeat the question is no answer;
 5. both turns are stored in the session's memory.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from alambic.agent.grounding import relevance, unsupported_figures
+from alambic.agent.grounding import relevance, unsupported_figures, uses_results
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Passage, Retriever
@@ -180,6 +181,9 @@ class Agent:
             return await self._unsure(reply, question, messages, "the model is unsure of its answer")
         if self.settings.check_figures and unsupported_figures(reply.text, [m["content"] for m in messages]):
             return await self._unsure(reply, question, messages, "the answer states a figure nothing it read gives")
+        returned = [call.result for call in calls if call.ok]
+        if self.settings.check_tool_use and returned and not uses_results(reply.text, question, returned):
+            return await self._unsure(reply, question, messages, "the answer tells nothing the tool returned")
         if self.settings.check_language and same_language(question, reply.text) is False:
             return await self._unsure(reply, question, messages, "the answer is not in the customer's language")
         if not calls and not history and self._off_the_question(question, reply.text):
@@ -264,13 +268,12 @@ class Agent:
         return reply
 
     def _handoff(self, reply: AgentReply, question: str, reason: str) -> AgentReply:
-        ticket = None
         tool = self.settings.handoff_tool
-        if tool is not None:
+        ticket = next((_ticket(call) for call in reply.tool_calls if call.tool == tool and _ticket(call)), None)
+        if tool is not None and ticket is None:  # a ticket the turn already opened is the hand-off's
             opened = self.parts.toolbox.call(tool, self._agent_filled(tool, question, reply.session))
             reply.tool_calls.append(opened)
-            if opened.ok and isinstance(opened.result, dict) and opened.result.get("id") is not None:
-                ticket = str(opened.result["id"])
+            ticket = _ticket(opened)
         self.parts.memory.record_handoff(reply.session, reason, question, ticket)
         reply.handoff, reply.ticket = reason, ticket
         reply.text = self._handoff_message(question, ticket)
@@ -281,3 +284,10 @@ class Agent:
         message = self.settings.handoff_messages.get(language or "", self.settings.handoff_message)
         reference = TICKET_REFERENCE.get(language or "", TICKET_REFERENCE["en"])
         return message.format(ticket=reference.format(ticket=ticket) if ticket else "")
+
+
+def _ticket(call: ToolResult) -> str | None:
+    """The id of the ticket a successful call opened, if it opened one."""
+    if call.ok and isinstance(call.result, dict) and call.result.get("id") is not None:
+        return str(call.result["id"])
+    return None
