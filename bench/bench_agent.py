@@ -235,6 +235,11 @@ async def agent_behaviour(project: Project, rows: list[dict], embedder: Embedder
         tool_match = sum(exact) / len(exact)
         print(f"tool choice and arguments, exact match on {len(exact)} held-out requests: {tool_match:.2f}")
         figures.append(figure("agent-tool-exact-match", tool_match, "share", "ideal", 1.0, ">= 0.9"))
+        ordinary = [row["question"] for row in agent_rows if row["tool"] == "none"] + [row["question"] for row in rows]
+        called = [await agent.plan_tool_call(question, question) is not None for question in ordinary]
+        print(f"a tool called for {sum(called)} of {len(ordinary)} ordinary questions (a ticket opened for nothing)")
+        no_call = 1 - sum(called) / len(ordinary)
+        figures.append(figure("agent-tool-no-call-on-ordinary-questions", no_call, "share", "ideal", 1.0, "report"))
 
         expected = [row["handoff"] for row in agent_rows] + [False] * len(rows)
         questions = [row["question"] for row in agent_rows] + [row["question"] for row in rows]

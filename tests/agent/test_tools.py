@@ -137,3 +137,27 @@ def test_asking_for_a_person() -> None:
     assert asks_for_person("Can I TALK to a real person please?", phrases)
     assert asks_for_person("أريد التحدث مع موظف من فضلك", phrases)
     assert not asks_for_person("Is your staff trained as baristas?", phrases)
+
+
+def test_questions_in_a_language_the_training_questions_lack_open_no_ticket(tmp_path: Path) -> None:
+    """With a weak teacher every training question may be English; the documents' own passages, in every language
+    they are written in, teach the router that what is about the business's content calls for no tool."""
+    from alambic.agent.retrieval import Retriever, build_index
+    from alambic.documents import read_documents
+
+    embedder = Embedder(minilm_dir())
+    build_index(tmp_path / "index.sqlite", read_documents(EXAMPLE / "docs", tmp_path / "converted"), 400, embedder)
+    retriever = Retriever(tmp_path / "index.sqlite", embedder)
+    passages = retriever.texts()
+    retriever.close()
+    tools = load_config(EXAMPLE / "alambic.toml").agent.tools
+    requests = {t.name: t.examples for t in tools}
+    english = ["What days do you roast?", "Do you ship to Norway?", "How much is the V60 kit?", "Is there parking?"]
+    arabic = ["هل لديكم قهوة من إثيوبيا؟", "ما هي أوقات الدوام يوم الجمعة؟", "كم يستغرق التوصيل إلى الكويت؟"]
+    every = {"order_status", "create_ticket"}
+    alone = ToolRouter.train(requests, english, embedder)
+    with_documents = ToolRouter.train(requests, english + passages, embedder)
+    assert any(alone.choose(question, every) == "create_ticket" for question in arabic)
+    assert [with_documents.choose(question, every) for question in arabic] == ["none"] * len(arabic)
+    assert with_documents.choose("متى يصل الطلب رقم QL-1004؟", every) == "order_status"
+    assert with_documents.choose("The kettle I received leaks, please log a complaint", every) == "create_ticket"

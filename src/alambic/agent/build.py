@@ -3,7 +3,9 @@
 - the retrieval index of the project's documents, brought up to date by document hash;
 - the tool router, trained on each tool's example requests that pass the APIGen rule (the call they imply
   parses against the tool's schema and executes; a SQL tool's changes are rolled back) against the
-  business's training questions;
+  business's training questions and its documents' passages: what is about the business's own content calls
+  for no tool. Without the passages, a language the training questions lack (Arabic, with a weak teacher)
+  was told apart only from the tools' few examples in it, and every question in it opened a ticket;
 - the hand-off thresholds, calibrated on answerable training questions so that at most agent.handoff_fpr of
   them would be handed off: the closest passage's similarity, the released student's mean token log-prob
   on its own answers, and how close in meaning an answer is to its question, measured on the training answers
@@ -34,6 +36,7 @@ from alambic.models.embeddings import Embedder
 from alambic.project import Project
 from alambic.prompts import Prompts
 
+AGENT_BUILD = 2  # how build_agent makes the agent: a release made by another is made again
 CALIBRATION_QUESTIONS = 24  # answerable training questions the student answers to calibrate its confidence
 MIN_CALIBRATION_QUESTIONS = 10  # fewer, and a quantile means nothing: no calibrated hand-off
 
@@ -127,9 +130,10 @@ async def build_agent(project: Project, out_dir: Path, model: ChatModel, embedde
     tools = toolbox(project)
     requests, dropped = tool_requests(tools)
     answers = training_answers(project)
-    ToolRouter.train(requests, [question for question, _ in answers], embedder).save(out_dir / "router.json")
     retriever = Retriever(out_dir / "index.sqlite", embedder)
     try:
+        ordinary = [question for question, _ in answers] + retriever.texts()
+        ToolRouter.train(requests, ordinary, embedder).save(out_dir / "router.json")
         calibration = await calibrate(
             project, model, retriever, answers, {name: len(texts) for name, texts in requests.items()}, dropped
         )

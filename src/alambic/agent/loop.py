@@ -39,7 +39,7 @@ from alambic.models import ChatModel, Completion, Sampling
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
 
-CALIBRATION_FORMAT = 2  # what calibrate() measures; a release made with another is made again
+CALIBRATION_FORMAT = 2
 TICKET_REFERENCE = {"en": " Your reference is {ticket}.", "ar": " رقم طلبك المرجعي هو {ticket}."}
 
 

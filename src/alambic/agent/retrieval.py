@@ -177,6 +177,10 @@ class Retriever:
         order = np.argsort(-similarities, kind="stable")[:CANDIDATES]
         return [int(self.ids[i]) for i in order]
 
+    def texts(self) -> list[str]:
+        """Every passage's text, in index order."""
+        return [row[0] for row in self.db.execute("SELECT text FROM passages ORDER BY id")]
+
     def passage(self, passage_id: int, score: float = 0.0) -> Passage:
         key, doc, citation, text = self.db.execute(
             "SELECT key, doc, citation, text FROM passages WHERE id = ?", (passage_id,)

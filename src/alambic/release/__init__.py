@@ -14,7 +14,6 @@ from typing import Any
 
 from rich.console import Console
 
-from alambic.agent.loop import CALIBRATION_FORMAT
 from alambic.dataset import latest_distill_run
 from alambic.errors import AlambicError, GateBlocked
 from alambic.hashing import file_sha256, stable_hash
@@ -42,6 +41,8 @@ STAGE = "release"
 
 
 def run(project: Project, console: Console, override: str | None = None) -> StageReport:
+    from alambic.agent.build import AGENT_BUILD
+
     started = time.monotonic()
     ledger, settings = project.ledger, project.config.release
     distill_run = latest_distill_run(ledger)
@@ -63,7 +64,7 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
         override,
         project.config.agent.fingerprint(),
         Prompts(project.root).version(*AGENT_PROMPT_NAMES),
-        CALIBRATION_FORMAT,
+        AGENT_BUILD,
     )
     run_id = f"release-{stable_hash(config_hash, student.sha256, gate.safety_run)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
