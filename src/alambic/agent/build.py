@@ -36,7 +36,7 @@ from alambic.models.embeddings import Embedder
 from alambic.project import Project
 from alambic.prompts import Prompts
 
-AGENT_BUILD = 2  # how build_agent makes the agent: a release made by another is made again
+AGENT_BUILD = 3  # how build_agent makes the agent (3: the router learns the passages); a release by another is redone
 CALIBRATION_QUESTIONS = 24  # answerable training questions the student answers to calibrate its confidence
 MIN_CALIBRATION_QUESTIONS = 10  # fewer, and a quantile means nothing: no calibrated hand-off
 
