@@ -24,6 +24,11 @@ def grounded_question(item: Item) -> str | None:
     return str(messages[1]["content"])
 
 
+def in_creator_voice(item: Item) -> bool:
+    """A comment answered in the creator's voice: one of her own replies, or the persona-voice recipe's."""
+    return item.kind == "persona-voice" or (item.kind == "import" and "creator_reply" in item.payload.get("source", {}))
+
+
 def latest_synth_run(ledger: Ledger) -> Run:
     run = ledger.latest_done("synth")
     if run is None:

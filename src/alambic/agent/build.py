@@ -9,7 +9,7 @@
 - the hand-off thresholds, calibrated on answerable training questions so that at most agent.handoff_fpr of
   them would be handed off: the closest passage's similarity, the released student's mean token log-prob
   on its own answers, and how close in meaning an answer is to its question, measured on the training answers
-  (the student's own would set a weak student's floor at its own non-answers).
+  and a creator's own replies (the student's own would set a weak student's floor at its own non-answers).
 """
 
 from __future__ import annotations
@@ -28,15 +28,16 @@ from alambic.agent.retrieval import Retriever, project_index
 from alambic.agent.router import ToolRouter, person_phrases
 from alambic.agent.tools import Toolbox
 from alambic.config import AgentSection
-from alambic.dataset import grounded_question, latest_synth_run, split_items
+from alambic.dataset import grounded_question, in_creator_voice, latest_synth_run, split_items
 from alambic.errors import AlambicError
 from alambic.language import same_language
 from alambic.models import ChatModel, Sampling
 from alambic.models.embeddings import Embedder
 from alambic.project import Project
 from alambic.prompts import Prompts
+from alambic.store import Item
 
-AGENT_BUILD = 3  # how build_agent makes the agent (3: the router learns the passages); a release by another is redone
+AGENT_BUILD = 5  # how build_agent makes the agent (5: a creator's replies set the relevance floor too); else redone
 CALIBRATION_QUESTIONS = 24  # answerable training questions the student answers to calibrate its confidence
 MIN_CALIBRATION_QUESTIONS = 10  # fewer, and a quantile means nothing: no calibrated hand-off
 
@@ -47,14 +48,21 @@ def toolbox(project: Project) -> Toolbox:
     return Toolbox(settings.tools, database)
 
 
-def training_answers(project: Project) -> list[tuple[str, str]]:
-    """The business's grounded training items as (question, answer): answerable from the documents, no tool."""
+def training_answers(project: Project) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The business's single-turn training items as (question, answer), none calling for a tool: those the
+    documents answer, and the comments a creator answers in her voice."""
     items = split_items(project.ledger, latest_synth_run(project.ledger))["train"]
-    return [
-        (question, str(item.payload["messages"][2]["content"]))
-        for item in items
-        if (question := grounded_question(item)) is not None
-    ]
+    grounded = [(question, _answer(item)) for item in items if (question := grounded_question(item)) is not None]
+    voiced = [(str(item.payload["messages"][1]["content"]), _answer(item)) for item in items if _voiced(item)]
+    return grounded, voiced
+
+
+def _voiced(item: Item) -> bool:
+    return in_creator_voice(item) and [m["role"] for m in item.payload["messages"]] == ["system", "user", "assistant"]
+
+
+def _answer(item: Item) -> str:
+    return str(item.payload["messages"][2]["content"])
 
 
 def tool_requests(tools: Toolbox) -> tuple[dict[str, list[str]], list[str]]:
@@ -89,15 +97,19 @@ async def calibrate(
     model: ChatModel,
     retriever: Retriever,
     answers: list[tuple[str, str]],
+    replies: list[tuple[str, str]],
     tool_examples: dict[str, int],
     dropped: list[str],
 ) -> AgentCalibration:
+    """`answers`: the grounded training pairs; `replies`: the comments answered in a creator's voice, which are
+    far less close in meaning to what they answer, and count for the relevance floor only."""
     settings, prompts = project.config.agent, Prompts(project.root)
     system = project.config.project.resolved_system_prompt()
-    asked, answered = [question for question, _ in answers], [answer for _, answer in answers]
-    min_relevance = floor(relevance(retriever.embedder, asked, answered), settings.handoff_fpr) if answers else None
-    questions = asked[:CALIBRATION_QUESTIONS]
-    similarities, logprobs, replies, made_up = [], [], [], 0
+    reference = answers + replies
+    asked, answered = [question for question, _ in reference], [answer for _, answer in reference]
+    min_relevance = floor(relevance(retriever.embedder, asked, answered), settings.handoff_fpr) if reference else None
+    questions = [question for question, _ in answers[:CALIBRATION_QUESTIONS]]
+    similarities, logprobs, given, made_up = [], [], [], 0
     for question in questions:
         retrieval = retriever.retrieve(question, RETRIEVED)
         similarities.append(retrieval.similarity)
@@ -106,9 +118,9 @@ async def calibrate(
         confidence = mean_logprob(completion)
         if confidence is not None:
             logprobs.append(confidence)
-        replies.append(completion.text.strip())
+        given.append(completion.text.strip())
         made_up += bool(unsupported_figures(completion.text, [message["content"] for message in messages]))
-    scores = relevance(retriever.embedder, questions, replies) if questions else []
+    scores = relevance(retriever.embedder, questions, given) if questions else []
     return AgentCalibration(
         min_similarity=floor(similarities, settings.handoff_fpr),
         min_logprob=floor(logprobs, settings.handoff_fpr),
@@ -118,7 +130,7 @@ async def calibrate(
         dropped_examples=dropped,
         made_up_figures=made_up,
         min_relevance=min_relevance,
-        off_language=sum(same_language(q, reply) is False for q, reply in zip(questions, replies, strict=True)),
+        off_language=sum(same_language(q, reply) is False for q, reply in zip(questions, given, strict=True)),
         irrelevant=None if min_relevance is None else sum(score < min_relevance for score in scores),
     )
 
@@ -129,14 +141,13 @@ async def build_agent(project: Project, out_dir: Path, model: ChatModel, embedde
     shutil.copyfile(project_index(project, embedder), out_dir / "index.sqlite")
     tools = toolbox(project)
     requests, dropped = tool_requests(tools)
-    answers = training_answers(project)
+    answers, replies = training_answers(project)
     retriever = Retriever(out_dir / "index.sqlite", embedder)
     try:
-        ordinary = [question for question, _ in answers] + retriever.texts()
+        ordinary = [question for question, _ in answers + replies] + retriever.texts()
         ToolRouter.train(requests, ordinary, embedder).save(out_dir / "router.json")
-        calibration = await calibrate(
-            project, model, retriever, answers, {name: len(texts) for name, texts in requests.items()}, dropped
-        )
+        examples = {name: len(texts) for name, texts in requests.items()}
+        calibration = await calibrate(project, model, retriever, answers, replies, examples, dropped)
     finally:
         retriever.close()
     (out_dir / "calibration.json").write_text(calibration.model_dump_json(indent=1), encoding="utf-8")

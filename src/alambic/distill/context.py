@@ -20,6 +20,7 @@ from typing import Any
 
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever
+from alambic.dataset import in_creator_voice
 from alambic.hashing import stable_hash
 from alambic.prompts import Prompts
 from alambic.store import Item
@@ -64,7 +65,7 @@ def single_turn_question(item: Item) -> str | None:
 
 
 def kept_as_asked(item: Item) -> bool:
-    return item.kind in AS_ASKED and "creator_reply" not in item.payload.get("source", {})
+    return item.kind in AS_ASKED and not in_creator_voice(item)
 
 
 def _with_context(item: Item, retriever: Retriever, prompts: Prompts, tokenizer: Any, max_len: int) -> Item:
