@@ -435,6 +435,12 @@ class AgentSection(Section):
         description="Hand off (or cascade) a first answer no tool informed whose cosine with its question (MiniLM) is "
         "below this; none: calibrated at release on the training answers, at handoff_fpr.",
     )
+    min_support: float | None = Field(
+        None,
+        description="Hand off (or cascade) a first answer no tool informed when less than this share of what it adds "
+        "to the question (words weighed by their rarity in the documents) is in the passages it was given; none: "
+        "calibrated at release on the training answers, at handoff_fpr.",
+    )
     cascade: bool = Field(False, description="Send what would be handed off to the teacher instead (FrugalGPT).")
 
     @model_validator(mode="after")

@@ -1,9 +1,9 @@
 """The checks an answer must pass: its numbers come from what the agent read, it is in the customer's language,
-and it takes up the question."""
+it takes up the question, and what it adds the passages say."""
 
 from pathlib import Path
 
-from alambic.agent.grounding import unsupported_figures, uses_results
+from alambic.agent.grounding import support, unsupported_figures, uses_results
 from alambic.agent.loop import Agent, AgentCalibration, AgentReply
 
 LOOKUP = "Could you tell me where order QL-1006 is now?"
@@ -63,7 +63,7 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
     agent_project: Path,
 ) -> None:
     """The agent's model over the API (the loopback mock stands in for a remote one), which answers every question
-    with English lines about something else."""
+    with English lines about something else, which no passage says."""
     import asyncio
     import dataclasses
 
@@ -81,7 +81,7 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
     project = Project.open(agent_project)
     release = project.ledger.latest_done("release").result(ReleaseResult)
     calibration = AgentCalibration.model_validate_json((Path(release.agent) / "calibration.json").read_text("utf-8"))
-    asked = {"min_similarity": -1.0, "min_logprob": -1e9, "handoff_tool": None}
+    asked = {"min_similarity": -1.0, "min_logprob": -1e9, "min_support": 0.0, "handoff_tool": None}
 
     def agent(with_tools: bool = False, **settings: object) -> Agent:
         configured = project.config.agent.model_copy(update={**asked, **settings})
@@ -99,6 +99,8 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
             await reply(arabic, min_relevance=-1.0, check_language=False),
             await reply(LOOKUP, with_tools=True, min_relevance=1.01, check_tool_use=True),
             await reply(LOOKUP, with_tools=True, min_relevance=1.01, check_tool_use=False),
+            await reply(english, min_relevance=-1.0, min_support=0.5),
+            await reply(LOOKUP, with_tools=True, min_relevance=-1.0, min_support=1.01, check_tool_use=False),
         ]
 
     with mock_teacher() as url:
@@ -107,7 +109,7 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
         opened = open_agent(project, Path(release.agent), model, embedder)
         # A business without tools: the tiny project's router may send any question to one.
         parts = dataclasses.replace(opened.parts, toolbox=Toolbox([], None), router=ToolRouter.train({}, [], embedder))
-        arabic, off, taken, unchecked, ignored, trusted = asyncio.run(replies())
+        arabic, off, taken, unchecked, ignored, trusted, elsewhere, looked_up = asyncio.run(replies())
         opened_earlier = ToolResult("create_ticket", {"summary": "Stale beans"}, True, {"changed": 1, "id": 41})
         handed = agent(handoff_tool="create_ticket")._handoff(
             AgentReply("", "erin", tool_calls=[opened_earlier]), "Stale beans", "a test"
@@ -121,6 +123,8 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
     assert arabic.text.startswith("سأحيل طلبك إلى أحد أعضاء فريقنا")
     assert off.handoff == "the answer does not take up the question"
     assert taken.handoff is None and unchecked.handoff is None and taken.text.startswith("Is ")
+    assert elsewhere.handoff == "the documents do not say what the answer adds"
+    assert looked_up.handoff is None  # a tool informed it: the passages need not say it
     assert calibration.off_language is not None and 0 <= calibration.off_language <= calibration.calibrated_on
 
 
@@ -132,3 +136,33 @@ def test_an_answer_tells_what_the_tool_returned_that_the_customer_did_not_write(
     assert uses_results("Your reference is 41.", "Open a complaint", [{"changed": 1, "id": 41}])
     assert not uses_results("Sorry, that's not something I can help with.", "Open a complaint", [{"id": 41}])
     assert uses_results("I found no such order.", "Where is QL-9999?", [[]])  # nothing was returned to tell
+
+
+def test_what_an_answer_adds_to_the_question_is_weighed_against_the_passages(tmp_path: Path) -> None:
+    from alambic.agent.retrieval import Retriever, build_index
+    from alambic.documents import read_documents
+    from alambic.models.embedded import minilm_dir
+    from alambic.models.embeddings import Embedder
+    from tests.agent.test_retrieval import DOCS, write_docs
+
+    embedder = Embedder(minilm_dir())
+    index = tmp_path / "index.sqlite"
+    build_index(index, read_documents(write_docs(tmp_path / "docs", DOCS), tmp_path / "converted"), 300, embedder)
+    retriever = Retriever(index, embedder)
+
+    def supported(answer: str, question: str) -> float:
+        return support(answer, question, [p.text for p in retriever.search(question, 2)], retriever.rarity)
+
+    try:
+        english, arabic = "When does the espresso bar open?", "كم سعر الدلة النحاسية؟"
+        taken = supported("It opens at 07:30 on weekdays, and closes at 17:00.", english)
+        greeting = supported("I'm glad you reached out! How can I help you today?", english)
+        elsewhere = supported("Our baristas start brewing at dawn, once the roastery delivers.", english)
+        taken_ar = supported("سعر الدلة النحاسية التقليدية 58 جنيهاً، وتغسل باليد.", arabic)
+        elsewhere_ar = supported("يسعدنا تواصلك معنا، نرجو إعادة كتابة سؤالك.", arabic)
+        echoed = supported("The espresso bar opens.", english)
+    finally:
+        retriever.close()
+    assert taken > 0.8 and taken_ar > 0.8
+    assert greeting < 0.3 and elsewhere < 0.3 and elsewhere_ar < 0.3
+    assert echoed == 1.0  # it adds nothing the passages could fail to say

@@ -72,3 +72,16 @@ def test_a_changed_document_is_indexed_anew_and_a_removed_one_is_gone(tmp_path: 
 def test_arabic_words_are_indexed_with_and_without_their_article() -> None:
     assert index_words("والشحن إلى مصر") == ["والشحن", "شحن", "الي", "مصر"]
     assert index_words("Shipping FAQ") == ["shipping", "faq"]
+
+
+def test_a_word_few_passages_use_weighs_more_than_a_common_one(tmp_path: Path, embedder: Embedder) -> None:
+    docs = write_docs(tmp_path / "docs", DOCS)
+    index = tmp_path / "index.sqlite"
+    build_index(index, read_documents(docs, tmp_path / "converted"), 300, embedder)
+    retriever = Retriever(index, embedder)
+    try:
+        weights = retriever.rarity(["espresso", "and", "kangaroo", "الدله", "دله"])
+    finally:
+        retriever.close()
+    assert weights["and"] < weights["espresso"] < weights["kangaroo"]  # in some passages, one, none
+    assert weights["الدله"] == weights["دله"] == weights["espresso"]  # folded, and found without its article

@@ -8,8 +8,9 @@
   was told apart only from the tools' few examples in it, and every question in it opened a ticket;
 - the hand-off thresholds, calibrated on answerable training questions so that at most agent.handoff_fpr of
   them would be handed off: the closest passage's similarity, the released student's mean token log-prob
-  on its own answers, and how close in meaning an answer is to its question, measured on the training answers
-  and a creator's own replies (the student's own would set a weak student's floor at its own non-answers).
+  on its own answers, and, measured on the training answers and a creator's own replies (the student's own would
+  set a weak student's floors at its own non-answers), how close in meaning an answer is to its question and how
+  much of what it adds to the question the passages retrieval gives for it say.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from alambic.agent.grounding import relevance, unsupported_figures
+from alambic.agent.grounding import relevance, support, unsupported_figures
 from alambic.agent.loop import Agent, AgentCalibration, AgentParts, mean_logprob
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
@@ -37,7 +38,7 @@ from alambic.project import Project
 from alambic.prompts import Prompts
 from alambic.store import Item
 
-AGENT_BUILD = 5  # how build_agent makes the agent (5: a creator's replies set the relevance floor too); else redone
+AGENT_BUILD = 6  # how build_agent makes the agent (6: the support floor); a release made otherwise is made again
 CALIBRATION_QUESTIONS = 24  # answerable training questions the student answers to calibrate its confidence
 MIN_CALIBRATION_QUESTIONS = 10  # fewer, and a quantile means nothing: no calibrated hand-off
 
@@ -108,6 +109,9 @@ async def calibrate(
     reference = answers + replies
     asked, answered = [question for question, _ in reference], [answer for _, answer in reference]
     min_relevance = floor(relevance(retriever.embedder, asked, answered), settings.handoff_fpr) if reference else None
+    read = {question: [p.text for p in retriever.search(question, RETRIEVED)] for question in asked}
+    supports = [support(answer, question, read[question], retriever.rarity) for question, answer in reference]
+    min_support = floor(supports, settings.handoff_fpr)
     questions = [question for question, _ in answers[:CALIBRATION_QUESTIONS]]
     similarities, logprobs, given, made_up = [], [], [], 0
     for question in questions:
@@ -132,6 +136,10 @@ async def calibrate(
         min_relevance=min_relevance,
         off_language=sum(same_language(q, reply) is False for q, reply in zip(questions, given, strict=True)),
         irrelevant=None if min_relevance is None else sum(score < min_relevance for score in scores),
+        min_support=min_support,
+        unsupported=None
+        if min_support is None
+        else sum(support(a, q, read[q], retriever.rarity) < min_support for q, a in zip(questions, given, strict=True)),
     )
 
 
@@ -196,6 +204,9 @@ def report_line(calibration: AgentCalibration, console: Console) -> None:
             handoff += f", {calibration.off_language} were not in the question's language"
         if calibration.irrelevant is not None and calibration.min_relevance is not None:
             handoff += f", {calibration.irrelevant} were further from it than {calibration.min_relevance:.3f}"
+        if calibration.unsupported is not None and calibration.min_support is not None:
+            handoff += f", {calibration.unsupported} had less support in their passages than "
+            handoff += f"{calibration.min_support:.3f}"
     console.print(f"agent: {handoff}; tools with example requests: {tools}")
     for line in calibration.dropped_examples:
         console.print(f"  [yellow]dropped tool example[/yellow] {line}")

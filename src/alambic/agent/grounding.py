@@ -1,5 +1,5 @@
 """Checks an answer must pass before the agent gives it: its figures come from what it read, it tells the customer
-what the tool it called returned, and it takes up the question.
+what the tool it called returned, it takes up the question, and what it adds to the question the passages say.
 
 Figures: a price, a date, an hour, a phone number or an order
 number that none of the documents, tool results or the conversation gives is the costliest thing a support agent
@@ -11,8 +11,10 @@ decimals, thousands separators ("09:00" is "9", "£12.50" is "12.5", "1,200" is 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+from alambic.agent.retrieval import index_words
 
 if TYPE_CHECKING:
     from alambic.models.embeddings import Embedder
@@ -46,6 +48,19 @@ def relevance(embedder: Embedder, questions: list[str], answers: list[str]) -> l
     """The cosine of each question and its answer in meaning: a reply that does not take up the question (a
     greeting, a request to repeat it, a passage about something else) scores low, whatever it contains."""
     return (embedder.embed(questions) * embedder.embed(answers)).sum(-1).tolist()
+
+
+def support(answer: str, question: str, passages: list[str], rarity: Callable[[set[str]], dict[str, float]]) -> float:
+    """How much of what the answer adds to the question the passages say, each word weighed by its rarity in the
+    documents (`rarity`: the retriever's): an answer taken from a passage scores near 1, a greeting, a request to
+    repeat the question or an answer from elsewhere near 0, whatever common words they share. 1.0 when the answer
+    adds no word to the question."""
+    added = set(index_words(answer)) - set(index_words(question))
+    if not added:
+        return 1.0
+    said = {word for passage in passages for word in index_words(passage)}
+    weights = rarity(added)
+    return sum(weights[word] for word in added if word in said) / sum(weights.values())
 
 
 def uses_results(answer: str, question: str, results: list[Any]) -> bool:

@@ -10,7 +10,9 @@
    nothing it read gives (agent.check_figures), when it tells nothing of what the tool returned
    (agent.check_tool_use), when it is not in the customer's language (agent.check_language), or, for a first
    question no tool answered, when it is further in meaning from the question than the calibrated
-   floor (agent.min_relevance): a weak student's greeting or request to repeat the question is no answer;
+   floor (agent.min_relevance) or when less of what it adds to the question is in the passages than the
+   calibrated floor (agent.min_support): a weak student's greeting, request to repeat the question or answer
+   from elsewhere is no answer;
 5. both turns are stored in the session's memory.
 
 Documents never reach the tool step: an instruction planted in a document cannot make the agent call a tool.
@@ -26,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from alambic.agent.grounding import relevance, unsupported_figures, uses_results
+from alambic.agent.grounding import relevance, support, unsupported_figures, uses_results
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Passage, Retriever
@@ -39,7 +41,7 @@ from alambic.models import ChatModel, Completion, Sampling
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
 
-CALIBRATION_FORMAT = 2
+CALIBRATION_FORMAT = 3
 TICKET_REFERENCE = {"en": " Your reference is {ticket}.", "ar": " رقم طلبك المرجعي هو {ticket}."}
 
 
@@ -57,6 +59,8 @@ class AgentCalibration(BaseModel):
     min_relevance: float | None = None  # hand off a first answer below this cosine with its question; None: never
     off_language: int | None = None  # of the calibration answers, those not in their question's language
     irrelevant: int | None = None  # of the calibration answers, those below min_relevance
+    min_support: float | None = None  # hand off a first answer less supported by its passages; None: never
+    unsupported: int | None = None  # of the calibration answers, those below min_support
 
 
 @dataclass
@@ -139,6 +143,11 @@ class Agent:
         configured = self.settings.min_relevance
         return configured if configured is not None else self.parts.calibration.min_relevance
 
+    @property
+    def min_support(self) -> float | None:
+        configured = self.settings.min_support
+        return configured if configured is not None else self.parts.calibration.min_support
+
     async def answer(self, question: str, session: str | None = None, owner: str = "") -> AgentReply:
         """The answer to the customer's turn. Sessions are remembered per `owner` (the server's API key): another
         owner naming the same session id reads nothing of it."""
@@ -188,11 +197,17 @@ class Agent:
             return await self._unsure(reply, question, messages, "the answer is not in the customer's language")
         if not calls and not history and self._off_the_question(question, reply.text):
             return await self._unsure(reply, question, messages, "the answer does not take up the question")
+        if not calls and not history and self._off_the_passages(question, reply.text, retrieval.passages):
+            return await self._unsure(reply, question, messages, "the documents do not say what the answer adds")
         return reply
 
     def _off_the_question(self, question: str, answer: str) -> bool:
         floor = self.min_relevance
         return floor is not None and relevance(self.parts.retriever.embedder, [question], [answer])[0] < floor
+
+    def _off_the_passages(self, question: str, answer: str, passages: list[Passage]) -> bool:
+        floor, retriever = self.min_support, self.parts.retriever
+        return floor is not None and support(answer, question, [p.text for p in passages], retriever.rarity) < floor
 
     async def _tool_call(self, question: str, customer_words: str, session: str) -> ToolResult | None:
         planned = await self.plan_tool_call(question, customer_words)

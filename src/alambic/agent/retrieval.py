@@ -9,6 +9,7 @@ BM25 carries the search.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class Retriever:
 
     def __init__(self, path: Path, embedder: Embedder) -> None:
         self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.db.execute("CREATE VIRTUAL TABLE temp.vocabulary USING fts5vocab(main, passage_words, row)")
         rows = self.db.execute("SELECT id, vector FROM passages ORDER BY id").fetchall()
         self.ids = np.array([row[0] for row in rows], dtype=np.int64)
         self.vectors = (
@@ -176,6 +178,15 @@ class Retriever:
     def _semantic(self, similarities: np.ndarray) -> list[int]:
         order = np.argsort(-similarities, kind="stable")[:CANDIDATES]
         return [int(self.ids[i]) for i in order]
+
+    def rarity(self, terms: Iterable[str]) -> dict[str, float]:
+        """Each folded term's smoothed inverse document frequency over the passages, ln((1 + n) / (1 + df)) + 1:
+        a word every passage uses weighs about 1, one no passage uses the most."""
+        wanted = sorted(set(terms))
+        placeholders = ",".join("?" * len(wanted))
+        counts = dict(self.db.execute(f"SELECT term, doc FROM temp.vocabulary WHERE term IN ({placeholders})", wanted))
+        n = len(self.ids)
+        return {term: math.log((1 + n) / (1 + counts.get(term, 0))) + 1 for term in wanted}
 
     def texts(self) -> list[str]:
         """Every passage's text, in index order."""
