@@ -284,7 +284,7 @@ class Agent:
 
     def _handoff(self, reply: AgentReply, question: str, reason: str) -> AgentReply:
         tool = self.settings.handoff_tool
-        ticket = next((_ticket(call) for call in reply.tool_calls if call.tool == tool and _ticket(call)), None)
+        ticket = next((earlier for call in reply.tool_calls if call.tool == tool and (earlier := _ticket(call))), None)
         if tool is not None and ticket is None:  # a ticket the turn already opened is the hand-off's
             opened = self.parts.toolbox.call(tool, self._agent_filled(tool, question, reply.session))
             reply.tool_calls.append(opened)
