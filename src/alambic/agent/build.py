@@ -103,19 +103,21 @@ async def calibrate(
     dropped: list[str],
 ) -> AgentCalibration:
     """`answers`: the grounded training pairs; `replies`: the comments answered in a creator's voice, which are
-    far less close in meaning to what they answer, and count for the relevance floor only."""
+    far less close in meaning to what they answer and less taken from the passages, and count for the relevance
+    and support floors only."""
     settings, prompts = project.config.agent, Prompts(project.root)
     system = project.config.project.resolved_system_prompt()
     reference = answers + replies
     asked, answered = [question for question, _ in reference], [answer for _, answer in reference]
     min_relevance = floor(relevance(retriever.embedder, asked, answered), settings.handoff_fpr) if reference else None
-    read = {question: [p.text for p in retriever.search(question, RETRIEVED)] for question in asked}
+    retrieved = {question: retriever.retrieve(question, RETRIEVED) for question in asked}
+    read = {question: [passage.text for passage in found.passages] for question, found in retrieved.items()}
     supports = [support(answer, question, read[question], retriever.rarity) for question, answer in reference]
     min_support = floor(supports, settings.handoff_fpr)
     questions = [question for question, _ in answers[:CALIBRATION_QUESTIONS]]
     similarities, logprobs, given, made_up = [], [], [], 0
     for question in questions:
-        retrieval = retriever.retrieve(question, RETRIEVED)
+        retrieval = retrieved[question]
         similarities.append(retrieval.similarity)
         messages = agent_messages(prompts, system, question, retrieval.passages)
         completion = await model.achat(messages, Sampling(max_tokens=settings.max_tokens, confidence=True))
