@@ -160,7 +160,7 @@ def test_what_an_answer_adds_to_the_question_is_weighed_against_the_passages(tmp
         elsewhere = supported("Our baristas start brewing at dawn, once the roastery delivers.", english)
         taken_ar = supported("سعر الدلة النحاسية التقليدية 58 جنيهاً، وتغسل باليد.", arabic)
         elsewhere_ar = supported("يسعدنا تواصلك معنا، نرجو إعادة كتابة سؤالك.", arabic)
-        echoed = supported("The espresso bar opens.", english)
+        echoed = supported("Does the espresso bar open?", english)
     finally:
         retriever.close()
     assert taken > 0.8 and taken_ar > 0.8
