@@ -28,13 +28,14 @@ from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever, project_index
 from alambic.agent.tools import Toolbox
+from alambic.evaluate import with_gaps
 from alambic.models.base import Sampling
 from alambic.models.embedded import embedded_gguf, minilm_dir
 from alambic.models.embeddings import Embedder
 from alambic.models.llamacpp import LlamaCppChat
 from alambic.project import Project
 from alambic.prompts import Prompts
-from alambic.results import EvalResult, ReleaseResult
+from alambic.results import EvalResult, ModelScore, ReleaseResult
 from alambic.text import contains
 from figures import figure
 
@@ -78,22 +79,11 @@ def run() -> list[dict]:
     evaluated = project.ledger.latest_done("evaluate")
     if evaluated is None:
         raise SystemExit(f"{root}: no finished evaluation; run `make demo` first")
-    scores = {row.role: row for row in evaluated.result(EvalResult).models}
+    models = evaluated.result(EvalResult).models
+    with_gaps(models)  # an evaluation stored before the hand-checked gap was recorded
+    scores = {row.role: row for row in models}
     agent, bare, teacher = scores.get("student+agent"), scores["student"], scores["teacher"]
-    with_chunk = scores["teacher+chunk"]
-    if agent is not None and agent.fact_recall is not None and with_chunk.fact_recall:
-        figures.append(
-            figure(
-                "agent-fact-recall-vs-teacher-with-chunk",
-                agent.fact_recall,
-                "share",
-                "teacher + chunk",
-                with_chunk.fact_recall,
-                ">= 1.0",
-            )
-        )
-    if bare.gap_recovery is not None:
-        figures.append(figure("agent-gap-recovery-bare", bare.gap_recovery, "share", "teacher + chunk", 1.0, ">= 0.8"))
+    figures += fact_figures(agent, bare, scores["teacher+chunk"])
     speed = agent or bare
     figures.append(
         figure(
@@ -108,6 +98,31 @@ def run() -> list[dict]:
     figures += hand_checked_fact_recall(project, retriever, rows)
     retriever.close()
     figures += asyncio.run(agent_behaviour(project, rows, embedder))
+    return figures
+
+
+def fact_figures(agent: ModelScore | None, bare: ModelScore, with_chunk: ModelScore) -> list[dict]:
+    """The agent's fact recall against the teacher with the chunk, and the bare student's gap recovery: on the
+    held-out questions where the teacher with the chunk states some of their facts, else on the hand-checked."""
+    held_out = bool(with_chunk.fact_recall)
+    questions = "held-out" if held_out else "hand-checked"
+    recall = (lambda row: row.fact_recall) if held_out else (lambda row: row.checked_fact_recall)
+    print(f"fact recall and gap recovery from eval's {questions} questions")
+    figures = []
+    if agent is not None and recall(agent) is not None and recall(with_chunk):
+        figures.append(
+            figure(
+                "agent-fact-recall-vs-teacher-with-chunk",
+                recall(agent),
+                "share",
+                f"teacher + chunk ({questions})",
+                recall(with_chunk),
+                ">= 1.0",
+            )
+        )
+    gap = bare.gap_recovery if held_out else bare.checked_gap_recovery
+    if gap is not None:
+        figures.append(figure("agent-gap-recovery-bare", gap, "share", f"teacher + chunk ({questions})", 1.0, ">= 0.8"))
     return figures
 
 

@@ -79,7 +79,16 @@ def with_interval(value: float | None, interval: tuple[float, float] | None) -> 
 def evaluation_table(evaluation: EvalResult) -> Table:
     table = Table(title="held-out evaluation (question asked without its chunk)", title_justify="left")
     voice = ("voice",) if evaluation.voice else ()
-    columns = ("model", "fact recall", "hand-checked", "gap recovery", "fluency", *voice, "token F1", "cosine")
+    columns = (
+        "model",
+        "fact recall",
+        "hand-checked",
+        "gap: held-out / hand-checked",
+        "fluency",
+        *voice,
+        "token F1",
+        "cosine",
+    )
     for column in (*columns, "held-out loss", "KL to teacher", "answer tok/s", "size"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for row in evaluation.models:
@@ -90,7 +99,7 @@ def evaluation_table(evaluation: EvalResult) -> Table:
             row.label,
             with_interval(row.fact_recall, row.fact_recall_interval),
             with_interval(row.checked_fact_recall, row.checked_fact_recall_interval),
-            "—" if row.gap_recovery is None else f"{row.gap_recovery:.2f}",
+            " / ".join("—" if gap is None else f"{gap:.2f}" for gap in (row.gap_recovery, row.checked_gap_recovery)),
             "—" if row.fluency_nll is None else f"{row.fluency_nll:.2f}",
             *voice_cell,
             f"{row.f1:.3f}",

@@ -88,6 +88,7 @@ class ModelScore(StageResult):
     checked_fact_recall: float | None = None  # the same on the project's hand-checked questions (curate.eval_paths)
     checked_fact_recall_interval: tuple[float, float] | None = None
     gap_recovery: float | None = None  # (this − teacher without chunk) ÷ (teacher with chunk − teacher without)
+    checked_gap_recovery: float | None = None  # the same from the hand-checked fact recalls
     fluency_nll: float | None = None  # the teacher's mean NLL per answer token; None without a local teacher
     f1: float
     cosine: float

@@ -24,9 +24,17 @@ def test_recall_counts_only_questions_with_a_fact_from_the_documents() -> None:
     assert fact_recall(heldout, answers, {"c": HANDOFF}) is None
 
 
-def row(role: str, recall: float | None) -> ModelScore:
+def row(role: str, recall: float | None, checked: float | None = None) -> ModelScore:
     return ModelScore(
-        role=role, label=role, fact_recall=recall, f1=0, cosine=0, heldout_loss=None, tokens_per_second=0, size=""
+        role=role,
+        label=role,
+        fact_recall=recall,
+        checked_fact_recall=checked,
+        f1=0,
+        cosine=0,
+        heldout_loss=None,
+        tokens_per_second=0,
+        size="",
     )
 
 
@@ -38,6 +46,13 @@ def test_gap_recovery_is_the_share_of_the_chunks_gain_the_student_recovers() -> 
     flat = [row("student", 0.5), row("teacher", 0.6), row("teacher+chunk", 0.6)]
     with_gaps(flat)
     assert flat[0].gap_recovery is None
+
+
+def test_hand_checked_gap_recovery_stands_where_the_held_out_one_has_no_gap() -> None:
+    rows = [row("student", 0.0, 0.25), row("teacher", 0.0, 0.05), row("teacher+chunk", 0.0, 0.45)]
+    with_gaps(rows)
+    assert rows[0].gap_recovery is None
+    assert rows[0].checked_gap_recovery == pytest.approx(0.5) and rows[2].checked_gap_recovery is None
 
 
 def test_the_speed_plot_needs_two_models_with_a_speed_and_a_fact_recall() -> None:

@@ -282,15 +282,17 @@ def fact_recall(heldout: list[Item], answers: list[str], facts: dict[str, str]) 
 
 
 def with_gaps(rows: list[ModelScore]) -> None:
-    """Each base and student row's gap recovery: its fact recall less the teacher's without the chunk, over the
-    gain the chunk gives the teacher. None where the chunk gives the teacher nothing to recover."""
-    by_role = {row.role: row.fact_recall for row in rows}
-    without, with_chunk = by_role.get("teacher"), by_role.get("teacher+chunk")
-    if without is None or with_chunk is None or with_chunk <= without:
-        return
-    for row in rows:
-        if not row.role.startswith("teacher") and row.fact_recall is not None:
-            row.gap_recovery = (row.fact_recall - without) / (with_chunk - without)
+    """Each base and student row's gap recovery, held-out and hand-checked: its fact recall less the teacher's
+    without the chunk, over the gain the chunk gives the teacher. None where the chunk gives the teacher nothing
+    to recover."""
+    for recall, gap in (("fact_recall", "gap_recovery"), ("checked_fact_recall", "checked_gap_recovery")):
+        by_role = {row.role: getattr(row, recall) for row in rows}
+        without, with_chunk = by_role.get("teacher"), by_role.get("teacher+chunk")
+        if without is None or with_chunk is None or with_chunk <= without:
+            continue
+        for row in rows:
+            if not row.role.startswith("teacher") and getattr(row, recall) is not None:
+                setattr(row, gap, (getattr(row, recall) - without) / (with_chunk - without))
 
 
 def fluency(reference: HFChat, heldout: list[Item], answers: list[str]) -> float | None:
