@@ -3,9 +3,12 @@
 - Retrieval recall@4 on the example's hand-checked questions (eval/questions.jsonl), English and Arabic apart:
   a hit is a top-4 passage that holds the question's answer fact. Beside it, BM25 alone and MiniLM alone.
 - From the latest evaluation: the agent's (student + retrieval) fact recall against the teacher given the
-  answer's own chunk, the bare student's gap recovery, and the agent's answer speed against the teacher's.
-- The agent and the teacher with the chunk on the hand-checked questions: fact recall, both asked the same
-  questions (the teacher with the passage that holds the fact).
+  answer's own chunk and the bare student's gap recovery (on the held-out questions, or the hand-checked ones
+  where the held-out facts give the teacher with the chunk nothing), and for the record the agent's speed against
+  the teacher asked the bare question (a shorter prompt, so not the goal's figure).
+- The agent and the teacher on the hand-checked questions, on this CPU: fact recall against the teacher given the
+  passage that holds the fact, and `agent-speed-vs-teacher`: tokens/s, retrieval included, both on the same agent
+  prompts.
 """
 
 from __future__ import annotations
@@ -85,14 +88,14 @@ def run() -> list[dict]:
     agent, bare, teacher = scores.get("student+agent"), scores["student"], scores["teacher"]
     figures += fact_figures(agent, bare, scores["teacher+chunk"])
     speed = agent or bare
-    figures.append(
+    figures.append(  # eval asks the teacher the bare question: a shorter prompt than the agent's, so not a like pair
         figure(
-            "agent-speed-vs-teacher",
+            "agent-speed-vs-teacher-bare-prompts",
             speed.tokens_per_second,
             "tok/s",
-            "teacher",
+            "teacher, bare question",
             teacher.tokens_per_second,
-            ">= 2.5",
+            "report",
         )
     )
     figures += hand_checked_fact_recall(project, retriever, rows)
@@ -194,10 +197,10 @@ def hand_checked_fact_recall(project: Project, retriever: Retriever, rows: list[
             "agent-fact-recall-hand-checked", agent.fact_recall, "share", "teacher + passage", teacher or 1e-9, ">= 1.0"
         ),
         figure(
-            "agent-speed-vs-teacher-same-prompts",
+            "agent-speed-vs-teacher",
             agent.tokens_per_second,
             "tok/s",
-            "teacher",
+            "teacher, same agent prompts",
             as_agent.tokens_per_second,
             ">= 2.5",
         ),
