@@ -97,6 +97,13 @@ class SynthSection(Section):
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_answer_tokens: int = Field(160, ge=8)
+    answer_samples: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Answers sampled for each question grounded in a chunk; the one whose additions the chunk says "
+        "most is kept. Each costs a teacher call.",
+    )
     min_answer_words: int = Field(4, ge=1)
     dialogue_max_tokens: int = Field(512, ge=64)
     seed_tasks: list[str] = Field(default_factory=list, description="Example tasks for self-instruct.")

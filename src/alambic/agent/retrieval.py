@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,17 @@ class IndexChanges:
     added: int  # documents (re)indexed
     removed: int  # documents gone or changed
     kept: int  # documents unchanged
+
+
+def smoothed_idf(documents: int, containing: int) -> float:
+    """ln((1 + n) / (1 + df)) + 1: a word every document uses weighs about 1, one no document uses the most."""
+    return math.log((1 + documents) / (1 + containing)) + 1
+
+
+def word_rarity(texts: Sequence[str]) -> Callable[[Iterable[str]], dict[str, float]]:
+    """`Retriever.rarity` over texts not yet indexed (synth's chunks): each folded word's smoothed IDF."""
+    containing = Counter(word for text in texts for word in set(index_words(text)))
+    return lambda terms: {term: smoothed_idf(len(texts), containing[term]) for term in set(terms)}
 
 
 def index_words(text: str) -> list[str]:
@@ -180,13 +192,11 @@ class Retriever:
         return [int(self.ids[i]) for i in order]
 
     def rarity(self, terms: Iterable[str]) -> dict[str, float]:
-        """Each folded term's smoothed inverse document frequency over the passages, ln((1 + n) / (1 + df)) + 1:
-        a word every passage uses weighs about 1, one no passage uses the most."""
+        """Each folded term's smoothed inverse document frequency over the passages (`smoothed_idf`)."""
         wanted = sorted(set(terms))
         placeholders = ",".join("?" * len(wanted))
         counts = dict(self.db.execute(f"SELECT term, doc FROM temp.vocabulary WHERE term IN ({placeholders})", wanted))
-        n = len(self.ids)
-        return {term: math.log((1 + n) / (1 + counts.get(term, 0))) + 1 for term in wanted}
+        return {term: smoothed_idf(len(self.ids), counts.get(term, 0)) for term in wanted}
 
     def texts(self) -> list[str]:
         """Every passage's text, in index order."""

@@ -172,7 +172,7 @@ def _synthesise_locally(
 ) -> tuple[list[Fill], Counter[str]]:
     config = project.config
     teacher = open_teacher(config.teacher, project.root, logprobs=config.synth.logprobs > 0)
-    engine = Engine(config, project.ledger, prompts, teacher, run_id)
+    engine = Engine(config, project.ledger, prompts, teacher, run_id, chunks)
     try:
         return asyncio.run(_synthesise(engine, project, chunks, targets, console)), engine.failures
     finally:

@@ -233,7 +233,7 @@ class GroupWorker:
     async def run(self, jobs: list[tuple[str, int]]) -> tuple[list[int], dict[str, int]]:
         # Shard and main ledger are open only during a batch: between waves the driver merges and writes.
         ledger = ShardLedger(self.shard, self.main)
-        engine = Engine(self.config, ledger, self.prompts, self.teacher, self.run_id)
+        engine = Engine(self.config, ledger, self.prompts, self.teacher, self.run_id, self.chunks)
         try:
             recipes = {recipe.name: recipe for recipe in self.recipes(engine)}
             slots = asyncio.Semaphore(2 * self.teacher.parallel)  # as the local fill: two groups per request slot

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alambic.agent.retrieval import word_rarity
 from alambic.config import Config
 from alambic.documents import Chunk
 from alambic.models import ChatModel, Message, teacher_id
@@ -28,7 +30,15 @@ class KeyedChunk:
 class Engine:
     """What a recipe asks for: the teacher (cached and seeded), its prompts, and a ledger writer for its items."""
 
-    def __init__(self, config: Config, ledger: Ledger, prompts: Prompts, model: ChatModel, run_id: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        prompts: Prompts,
+        model: ChatModel,
+        run_id: str,
+        chunks: Sequence[KeyedChunk] = (),
+    ) -> None:
         self.config = config
         self.settings = config.synth
         self.ledger = ledger
@@ -39,6 +49,7 @@ class Engine:
         self.failures: Counter[str] = Counter()
         self.writer = GroupCommitWriter(ledger.path)
         self.teacher = Teacher(model, teacher_id(config.teacher), ledger, self.settings.temperature, self.writer)
+        self.rarity = word_rarity([chunk.chunk.text for chunk in chunks])  # weighs how grounded an answer is
 
     def close(self) -> None:
         self.writer.close()

@@ -7,12 +7,15 @@ however the groups were scheduled.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from alambic.agent.grounding import support
 from alambic.guard.refusal import is_refusal
 from alambic.hashing import stable_hash
 from alambic.models import Message
+from alambic.models.base import Completion, Sampling
 from alambic.store import Item
 from alambic.synth.curation import answer_problem, clean_item, parse_lines
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
@@ -72,26 +75,26 @@ class Recipe(ABC):
 
         The student is trained on (system prompt, question) -> answer, or on `trained_as` = (system, user turn).
         """
+        engine = self.engine
+        samples = engine.settings.answer_samples if chunk is not None else 1
+        # Best of several is an item of its own, whose first sample is the single answer's (paid for once).
+        sampled_as, key = key, key if samples == 1 else stable_hash(key, "best-of", samples)
         if (stored := self.settled(key)) is not None:
             return int(stored.status == "ok")
-        engine = self.engine
         values = {"question": question, "chunk": chunk.chunk.text if chunk else "", **(values or {})}
         messages = engine.messages(prompt, **values)
-        settings = engine.settings
-        sampling = engine.teacher.sampling(key, settings.max_answer_tokens, top_logprobs=settings.logprobs)
-        base = {"recipe": self.name, "fingerprint": self.fingerprint, "order": order, "question": question}
+        base: dict[str, Any] = {"recipe": self.name, "fingerprint": self.fingerprint, "order": order}
+        base |= {"question": question, **({"samples": samples} if samples > 1 else {})}
         if chunk is not None:
             base.update(chunk=chunk.key, doc=chunk.chunk.doc, citation=chunk.citation)
         base.update(extra or {})
         try:
-            completion = await engine.teacher.ask(self.name, messages, sampling)
+            sampling, completion, usage = await self._sampled_answer(sampled_as, question, messages, chunk, samples)
         except Exception as exc:
             await engine.fail(key, self.kind, exc, {**base, "usage": [0, 0]}, parents)
             return 0
         answer = completion.text.strip()
-        reason = answer_problem(question, answer, completion.finish_reason, engine.settings.min_answer_words)
-        if reason is None and not self.refusals_expected and is_refusal(answer):
-            reason = "refusal"
+        reason = self._answer_problem(question, completion)
         if self.refusals_expected and (reason is not None or not is_refusal(answer)):
             # A teacher that will not refuse (a small or uncensored one) must not leave the student without
             # refusals: the business's own refusal message answers instead.
@@ -105,11 +108,43 @@ class Recipe(ABC):
             "teacher": engine.teacher.key,
             "teacher_messages": messages,
             "response": engine.teacher.response_key(messages, sampling),
-            "usage": [completion.prompt_tokens, completion.completion_tokens],
+            "usage": usage,
         }
         status = "ok" if reason is None else "rejected"
         await engine.store(Item(key, engine.run_id, STAGE, self.kind, status, payload, reason), parents)
         return int(status == "ok")
+
+    def _answer_problem(self, question: str, completion: Completion) -> str | None:
+        answer = completion.text.strip()
+        reason = answer_problem(question, answer, completion.finish_reason, self.engine.settings.min_answer_words)
+        if reason is None and not self.refusals_expected and is_refusal(answer):
+            return "refusal"
+        return reason
+
+    async def _sampled_answer(
+        self, key: str, question: str, messages: list[Message], chunk: KeyedChunk | None, samples: int
+    ) -> tuple[Sampling, Completion, list[int]]:
+        """The teacher's answer, its sampling and the tokens paid. Of several samples, the fit one whose additions
+        to the question the chunk says most (`support`, as the agent checks its own answers); the first if none is
+        fit."""
+        teacher, settings = self.engine.teacher, self.engine.settings
+        samplings = [
+            teacher.sampling(
+                key if i == 0 else stable_hash(key, "sample", i),
+                settings.max_answer_tokens,
+                top_logprobs=settings.logprobs,
+            )
+            for i in range(samples)
+        ]
+        completions = await asyncio.gather(*(teacher.ask(self.name, messages, sampling) for sampling in samplings))
+        usage = [sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions)]
+        fit = [i for i, completion in enumerate(completions) if self._answer_problem(question, completion) is None]
+        if chunk is None or len(fit) < 2:
+            chosen = fit[0] if fit else 0
+        else:
+            chunk_text, rarity = [chunk.chunk.text], self.engine.rarity
+            chosen = max(fit, key=lambda i: support(completions[i].text.strip(), question, chunk_text, rarity))
+        return samplings[chosen], completions[chosen], usage
 
     async def ask_lines(self, key: str, kind: str, prompt: str, parents: list[str], **values: Any) -> list[str]:
         """A list the teacher writes (questions, tasks), parsed into lines and stored as an item."""
