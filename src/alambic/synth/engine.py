@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from alambic.agent.retrieval import word_rarity
@@ -49,7 +50,12 @@ class Engine:
         self.failures: Counter[str] = Counter()
         self.writer = GroupCommitWriter(ledger.path)
         self.teacher = Teacher(model, teacher_id(config.teacher), ledger, self.settings.temperature, self.writer)
-        self.rarity = word_rarity([chunk.chunk.text for chunk in chunks])  # weighs how grounded an answer is
+        self.chunk_texts = [chunk.chunk.text for chunk in chunks]
+
+    @cached_property
+    def rarity(self) -> Callable[[Iterable[str]], dict[str, float]]:
+        """Each word's rarity over the chunks, which weighs how grounded an answer is (read only by best-of-n)."""
+        return word_rarity(self.chunk_texts)
 
     def close(self) -> None:
         self.writer.close()
