@@ -105,6 +105,11 @@ class SynthSection(Section):
         "most is kept. Each costs a teacher call.",
     )
     min_answer_words: int = Field(4, ge=1)
+    document_faq: bool = Field(
+        True,
+        description="Train on the documents' own questions: each section under a question heading, answered by its "
+        "body. Written by no teacher, in the documents' languages.",
+    )
     dialogue_max_tokens: int = Field(512, ge=64)
     seed_tasks: list[str] = Field(default_factory=list, description="Example tasks for self-instruct.")
     persona: PersonaSection = Field(default_factory=PersonaSection)

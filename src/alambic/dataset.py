@@ -14,6 +14,7 @@ from alambic.store.ledger import Item, Ledger, Run
 
 CAPTURE_STAGE, CAPTURE_KIND = "proxy", "capture"  # the exchanges `alambic proxy` recorded
 GROUNDED_KINDS = ("qa", "evol-instruct")  # one question about one chunk, answered in one turn
+FAQ_KIND = "faq"  # a section of the documents under a question heading, answered by its body
 
 
 def grounded_question(item: Item) -> str | None:

@@ -19,7 +19,7 @@ from alambic.config import CurateSection
 from alambic.curate.checks import item_problem
 from alambic.curate.dedup import MinHashDeduper, embedding_duplicates, ngrams
 from alambic.curate.judge import Judge, Judgement, agreement
-from alambic.dataset import evaluation_rows, latest_synth_run
+from alambic.dataset import FAQ_KIND, evaluation_rows, latest_synth_run
 from alambic.errors import AlambicError
 from alambic.facts import HANDOFF, answer_facts
 from alambic.hashing import files_sha256, stable_hash
@@ -34,6 +34,8 @@ from alambic.text import contains, script
 
 STAGE = "curate"
 JUDGE_PROMPTS = ("judge.system", "judge.user")
+# The documents' own answers are what the judge would check others against: a teacher does not grade them.
+UNJUDGED = frozenset({FAQ_KIND})
 
 
 @dataclass
@@ -173,7 +175,7 @@ def _judge(
     todo = [
         (c.key, c.messages, c.chunk, _reasked(c.key, settings.judge_reask_fraction))
         for c in candidates
-        if c.split == "train" and c.key not in reasons
+        if c.split == "train" and c.key not in reasons and c.kind not in UNJUDGED
     ]
     config = project.config
     teacher = Teacher.open(config.teacher, project.root, project.ledger, config.synth.temperature)

@@ -26,6 +26,8 @@ from alambic.stage import StageReport, progress_bar
 from alambic.store import Item, Ledger
 from alambic.synth.engine import STAGE, Engine, KeyedChunk
 from alambic.synth.facts import FactRequest, write_facts
+from alambic.synth.faq import KIND as FAQ_KIND
+from alambic.synth.faq import record_faq_items
 from alambic.synth.recipes import (
     Dialogue,
     EvolInstruct,
@@ -143,6 +145,7 @@ def run(project: Project, console: Console) -> StageReport:
     imported, import_fingerprint = import_logs(
         ledger, run_id, project.root, paths, import_digests, system_prompt, captures, replies
     )
+    faq = record_faq_items(ledger, run_id, chunks, system_prompt) if config.synth.document_faq else None
     if config.scale.backend == "ray":
         from alambic.synth.distributed import synthesise_on_ray
 
@@ -161,7 +164,7 @@ def run(project: Project, console: Console) -> StageReport:
             "run again to retry them, finished items are kept"
         )
     groups = len(paths) + bool(captures) + bool(replies)
-    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, groups)
+    result = _summarise(ledger, run_id, fills, splits, imported, import_fingerprint, groups, faq)
     result.facts = dict(facts)
     ledger.finish_run(run_id, result, dataset_selection(ledger, result))
     return StageReport(STAGE, run_id, False, result, time.monotonic() - started)
@@ -283,24 +286,31 @@ def _summarise(
     imported: dict[str, int],
     import_fingerprint: str,
     files: int,
+    faq: tuple[str, int] | None,
 ) -> SynthResult:
     recipes: dict[str, RecipeResult] = {}
     counts: Counter[str] = Counter()
-    for chosen in fills:
-        recipe = chosen.recipe
-        rows = recipe_selection(ledger, recipe.kind, recipe.fingerprint, chosen.issued, chosen.target)
+
+    def add(name: str, kind: str, fingerprint: str, groups: int, target: int, accepted: int) -> None:
+        rows = recipe_selection(ledger, kind, fingerprint, groups, target)
         recipe_splits = Counter(splits.get(chunk, "train") if chunk else "train" for _, _, chunk in rows)
         counts.update(recipe_splits)
-        recipes[recipe.name] = RecipeResult(
-            kind=recipe.kind,
-            fingerprint=recipe.fingerprint,
-            groups=chosen.issued,
-            target=chosen.target,
-            accepted=chosen.accepted,
+        recipes[name] = RecipeResult(
+            kind=kind,
+            fingerprint=fingerprint,
+            groups=groups,
+            target=target,
+            accepted=accepted,
             selected=len(rows),
             train=recipe_splits["train"],
             heldout=recipe_splits["heldout"],
         )
+
+    if faq is not None and faq[1]:  # first, so that near-duplicates of the business's own answers are the teacher's
+        add(FAQ_KIND, FAQ_KIND, faq[0], 1, faq[1], faq[1])
+    for chosen in fills:
+        recipe = chosen.recipe
+        add(recipe.name, recipe.kind, recipe.fingerprint, chosen.issued, chosen.target, chosen.accepted)
     if imported["ok"] or imported["rejected"]:
         counts["train"] += imported["ok"]
         recipes["import"] = RecipeResult(
