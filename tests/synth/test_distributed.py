@@ -90,7 +90,7 @@ def test_ray_selects_what_local_selects_and_a_rerun_pays_nothing(
     after = paid(replicas)
     assert all(b > a for a, b in zip(before, after, strict=True)), "each worker talks to its own replica"
     expected = selected(tmp_path / "local")
-    assert sum(len(items) for items in expected.values()) == 48
+    assert sum(len(items) for items in expected.values()) == 48 + 5  # the mix, and 5 FAQ sections of its chunks
     assert selected(on_ray.root) == expected
     with Ledger(on_ray.state_dir / "ledger.sqlite") as ledger:
         recipes = latest_synth_run(ledger).summary["recipes"]

@@ -69,7 +69,7 @@ def test_every_recipe_fills_its_count_in_chat_format(tmp_path: Path, tiny_model_
         assert recipes["import"]["selected"] == 3
         data = split_items(ledger, run)
         items = data["train"] + data["heldout"]
-        assert len(items) == 48 + 3
+        assert len(items) == 48 + 3 + recipes["faq"]["selected"] and recipes["faq"]["selected"]
         for item in items:
             roles = [m["role"] for m in item.payload["messages"]]
             assert roles[0] == "system" and roles[1:] == ["user", "assistant"] * (len(roles[1:]) // 2), item.kind
