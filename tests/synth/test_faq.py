@@ -13,11 +13,16 @@ from alambic.synth.faq import faq_chunks, faq_question, section_body
 from ..conftest import GROUNDED_ONLY, mock_teacher, run_cli, small_config, write_project
 
 SHIPPING = "We ship to the UK, the EU and Norway. UK standard delivery costs £3.95 and is free over £40."
+WRAPPED_SHIPPING = SHIPPING.replace(". ", ".\n", 1)  # as a document wraps its lines
 ARABIC = "نعم، نشحن إلى الإمارات والسعودية والأردن ومصر. تكلفة الشحن 14 جنيهاً إسترلينياً."
 FAQ = f"""# Frequently asked questions
 
 ## Where do you ship?
-{SHIPPING}
+{WRAPPED_SHIPPING}
+
+## What can I order?
+- Beans
+- Grinders
 
 ## Opening hours
 Monday to Friday, 08:00 to 18:00.
@@ -40,7 +45,12 @@ def test_only_whole_sections_under_a_question_are_taken_in_any_script() -> None:
     found = faq_chunks(keyed("faq.md", FAQ) + keyed("arabic.md", ARABIC_FAQ))
     pairs = [(faq_question(chunk), section_body(chunk)) for chunk in found]
     # "Opening hours" is no question; "Do you roast to order?" is cut over several chunks, each only a part of it.
-    assert pairs == [("Where do you ship?", SHIPPING), ("هل تشحنون إلى الدول العربية؟", ARABIC)]
+    # A paragraph's wrapped lines are joined, a list's are kept.
+    assert pairs == [
+        ("Where do you ship?", SHIPPING),
+        ("What can I order?", "- Beans\n- Grinders"),
+        ("هل تشحنون إلى الدول العربية؟", ARABIC),
+    ]
 
 
 def test_synth_trains_on_the_documents_questions_unjudged_and_can_be_turned_off(
@@ -59,10 +69,10 @@ def test_synth_trains_on_the_documents_questions_unjudged_and_can_be_turned_off(
         run_cli("curate", "--project", project)
         with Ledger(project / ".alambic" / "ledger.sqlite") as ledger:
             run = latest_synth_run(ledger)
-            assert run.summary["recipes"][FAQ_KIND]["train"] == 2
+            assert run.summary["recipes"][FAQ_KIND]["train"] == 3
             train = split_items(ledger, run)["train"]
             faq = {item.payload["question"]: item for item in train if item.kind == FAQ_KIND}
-            assert set(faq) == {"Where do you ship?", "هل تشحنون إلى الدول العربية؟"}
+            assert set(faq) == {"Where do you ship?", "What can I order?", "هل تشحنون إلى الدول العربية؟"}
             assert faq["هل تشحنون إلى الدول العربية؟"].payload["messages"][2]["content"] == ARABIC
             assert ledger.parents(faq["Where do you ship?"].key) == [faq["Where do you ship?"].payload["chunk"]]
             verdicts = {v.payload["item"]: v for v in ledger.items("curate", "verdict")}

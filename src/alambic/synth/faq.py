@@ -6,6 +6,7 @@ are written in, whatever language the teacher writes best."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from alambic.dataset import FAQ_KIND
@@ -15,6 +16,7 @@ from alambic.synth.engine import STAGE, KeyedChunk
 
 KIND = FAQ_KIND
 QUESTION_MARKS = ("?", "؟", "？")
+LISTED = re.compile(r"^\s*([-*+|]|\d+[.)])", re.MULTILINE)  # a paragraph with a list item or table row
 
 
 def faq_question(chunk: KeyedChunk) -> str | None:
@@ -25,9 +27,11 @@ def faq_question(chunk: KeyedChunk) -> str | None:
 
 
 def section_body(chunk: KeyedChunk) -> str:
-    """The chunk's text without the heading path it starts with."""
+    """The chunk's text without the heading path it starts with, each paragraph's wrapped lines joined (an answer
+    is read in a chat, not at the document's width); lists and tables keep their lines."""
     title = " > ".join(chunk.chunk.headings)
-    return chunk.chunk.text.removeprefix(title).strip()
+    paragraphs = chunk.chunk.text.removeprefix(title).strip().split("\n\n")
+    return "\n\n".join(p if LISTED.search(p) else " ".join(p.split("\n")) for p in paragraphs)
 
 
 def faq_chunks(chunks: list[KeyedChunk]) -> list[KeyedChunk]:
@@ -44,11 +48,11 @@ def faq_chunks(chunks: list[KeyedChunk]) -> list[KeyedChunk]:
 def record_faq_items(ledger: Ledger, run_id: str, chunks: list[KeyedChunk], system_prompt: str) -> tuple[str, int]:
     """Store each question section of the documents as an accepted item, the child of its chunk, which gives it its
     split; returns the fingerprint that marks these items and how many there are."""
-    found = faq_chunks(chunks)
-    fingerprint = stable_hash(KIND, system_prompt, [c.key for c in found])[:16]
+    found = [(chunk, faq_question(chunk), section_body(chunk)) for chunk in faq_chunks(chunks)]
+    # What was taken, not only where from: a change in how sections are read makes new items, never stale ones.
+    fingerprint = stable_hash(KIND, system_prompt, [(c.key, question, answer) for c, question, answer in found])[:16]
     batch: list[tuple[Item, list[str]]] = []
-    for number, chunk in enumerate(found):
-        question, answer = faq_question(chunk), section_body(chunk)
+    for number, (chunk, question, answer) in enumerate(found):
         payload = {
             "recipe": KIND,
             "fingerprint": fingerprint,
