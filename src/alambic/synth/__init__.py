@@ -306,7 +306,7 @@ def _summarise(
             heldout=recipe_splits["heldout"],
         )
 
-    if faq is not None and faq[1]:  # first, so that near-duplicates of the business's own answers are the teacher's
+    if faq is not None and faq[1]:  # first: of an FAQ answer and a teacher item repeating it, curate drops the latter
         add(FAQ_KIND, FAQ_KIND, faq[0], 1, faq[1], faq[1])
     for chosen in fills:
         recipe = chosen.recipe
