@@ -6,7 +6,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from alambic.dataset import latest_synth_run, split_items
+from alambic.dataset import FAQ_KIND, latest_synth_run, split_items
 from alambic.results import CurateResult, DistillResult, EvalResult, ReleaseResult, SynthResult
 from alambic.store import Ledger
 from alambic.store.ledger import MIGRATIONS
@@ -57,13 +57,16 @@ def test_an_old_ledger_is_migrated_and_reads_the_same_dataset(tmp_path: Path) ->
 def test_the_stages_find_their_old_runs_done(tmp_path: Path) -> None:
     root = old_project(tmp_path)
     assert "already done, skipped" in run_cli("eval", "--project", root).stderr
-    # Answer facts came after this ledger: synth runs again for them alone, and every item it had is kept.
+    # Answer facts and FAQ items came after this ledger: synth runs again for them (the FAQ items cost no teacher
+    # call), and every item it had is kept.
     with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
         old_selection = [chosen.key for chosen in ledger.selection(latest_synth_run(ledger).id)]
         paid = ledger.usage()
     assert "already done" not in run_cli("synth", "--project", root).stderr
     with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
-        assert [chosen.key for chosen in ledger.selection(latest_synth_run(ledger).id)] == old_selection
+        selection = ledger.selection(latest_synth_run(ledger).id)
+        assert [chosen.key for chosen in selection if chosen.kind != FAQ_KIND] == old_selection
+        assert {chosen.kind for chosen in selection if chosen.key not in old_selection} == {FAQ_KIND}
         new_purposes = {recipe for _, recipe, *_ in ledger.usage()} - {recipe for _, recipe, *_ in paid}
         assert new_purposes == {"fact"} and set(ledger.usage()) >= {row for row in paid if row[1] != "fact"}
         assert latest_synth_run(ledger).summary["facts"]

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from alambic import distill
-from alambic.dataset import latest_synth_run, split_items
+from alambic.dataset import FAQ_KIND, latest_synth_run, split_items
 from alambic.distill.api_logprobs import TokenBytes
 from alambic.distill.logits_store import LogitsStore
 from alambic.errors import AlambicError
@@ -170,7 +170,10 @@ def test_sparse_from_api_logprobs_stored_with_the_answers(
     tokenizer = load_tokenizer(tiny_model_dir)
     vocab = TokenBytes(tokenizer)
     items = train_items(root)
-    with_logprobs, other_tokens = items[:-2], items[-2]  # and the last item keeps none
+    written = [item for item in items if item.kind != FAQ_KIND]  # an FAQ answer is the document's: no logprobs
+    with_logprobs, other_tokens = written[:-2], written[-2]  # and the last item keeps none
+    without = len(items) - len(with_logprobs) - 1
+    assert without > 1
     answers: dict[str, list[int]] = {}
     with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
         for item in [*with_logprobs, other_tokens]:
@@ -186,8 +189,8 @@ def test_sparse_from_api_logprobs_stored_with_the_answers(
 
     console = Console(file=io.StringIO(), width=200)
     summary = distill_in_process(root, console).summary
-    assert summary["api_logprobs"] == {"mapped": len(with_logprobs), "mismatched": 1, "missing": 1}
-    assert "2 of 6 items train on CE only: 1 whose teacher tokens" in console.file.getvalue()
+    assert summary["api_logprobs"] == {"mapped": len(with_logprobs), "mismatched": 1, "missing": without}
+    assert f"{1 + without} of {len(items)} items train on CE only: 1 whose teacher tokens" in console.file.getvalue()
     assert summary["warnings"] and summary["losses"][-1][1] < summary["losses"][0][1]
     with Ledger(root / ".alambic" / "ledger.sqlite") as ledger:
         store = LogitsStore(ledger.artifact(summary["logits_store"]).path)
