@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from alambic.agent.build import open_agent
-from alambic.agent.loop import Agent
+from alambic.agent.grounding import uses_results
+from alambic.agent.loop import Agent, AgentReply
 from alambic.agent.memory import Memory
 from alambic.agent.prompting import RETRIEVED, agent_messages
 from alambic.agent.retrieval import Retriever, project_index
@@ -273,6 +274,7 @@ async def agent_behaviour(project: Project, rows: list[dict], embedder: Embedder
         )
         for reason, count in Counter(reason for reason in reasons if reason).most_common():
             print(f"  {count} x {reason}")
+        figures.append(tool_answers(replies, agent_rows))
         given = [(reply, row) for reply, row in zip(replies[len(agent_rows) :], rows, strict=True) if not reply.handoff]
         right = sum(contains(reply.text, row["fact"]) for reply, row in given) / max(len(given), 1)
         print(f"of the {len(rows)} hand-checked questions, {len(given)} answered: {right:.2f} of them state the fact")
@@ -284,6 +286,25 @@ async def agent_behaviour(project: Project, rows: list[dict], embedder: Embedder
 
         figures += await cascade_cost(project, rows, embedder, Path(workdir))
     return figures
+
+
+def tool_answers(replies: list[AgentReply], agent_rows: list[dict]) -> dict:
+    """Of the held-out tool requests, the share answered (not handed off) with something the tool returned."""
+    requests = [(reply, row) for reply, row in zip(replies, agent_rows, strict=False) if row["tool"] != "none"]
+    told = [
+        reply
+        for reply, row in requests
+        if not reply.handoff
+        and (returned := [call.result for call in reply.tool_calls if call.ok])
+        and uses_results(reply.text, row["question"], returned)
+    ]
+    templated = sum(reply.replaced is not None for reply in told)
+    share = len(told) / max(len(requests), 1)
+    print(
+        f"of {len(requests)} tool requests, {len(told)} answered with what the tool returned "
+        f"({templated} in the tool's reply template, the model's answer having failed a check)"
+    )
+    return figure("agent-tool-answer-states-result", share, "share", "ideal", 1.0, "report")
 
 
 async def cascade_cost(project: Project, rows: list[dict], embedder: Embedder, workdir: Path) -> list[dict]:

@@ -36,6 +36,11 @@ def test_quick_preset_overrides_only_what_it_names(tmp_path: Path) -> None:
         ("[teachr]\nmodel = 'x'\n", r"\[teachr\]"),
         ("[distill]\nepochs = 'three'\n", r"\[distill.epochs\]"),
         ("[teacher]\nbackend = 'openai'\n", r"\[teacher\] Value error, backend 'openai' needs base_url"),
+        (
+            "[[agent.tools]]\nname = 'status'\ndescription = 'd'\nsql = 'SELECT 1'\n"
+            "replies = { ar = '{{ row.status' }\n",
+            r"\[agent.tools.0\] Value error, tool 'status': replies.ar is not a Jinja template",
+        ),
     ],
 )
 def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alambic.errors import AlambicError
@@ -394,6 +395,15 @@ class ToolSection(Section):
         description="How customers ask for it, with {argument} placeholders; filled from agent.database to train "
         "the agent's choice of tool.",
     )
+    reply: str | None = Field(
+        None,
+        description="What the agent says of the tool's result when the model's answer does not state it (or fails "
+        "another check): a Jinja template of `row` (the first row), `rows`, `result` and `arguments`. None: such a "
+        "turn is handed off.",
+    )
+    replies: dict[str, str] = Field(
+        default_factory=dict, description="`reply` in other languages, by ISO 639-1 code of the customer's message."
+    )
 
     @model_validator(mode="after")
     def _one_implementation(self) -> ToolSection:
@@ -401,6 +411,16 @@ class ToolSection(Section):
             raise ValueError(f"tool {self.name!r}: give exactly one of sql or url")
         if self.parameters.get("type") != "object":
             raise ValueError(f"tool {self.name!r}: parameters must be a JSON Schema of type object")
+        return self
+
+    @model_validator(mode="after")
+    def _replies_are_templates(self) -> ToolSection:
+        templates = {"reply": self.reply} | {f"replies.{code}": text for code, text in self.replies.items()}
+        for key, text in templates.items():
+            try:
+                jinja2.Environment().parse(text or "")
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"tool {self.name!r}: {key} is not a Jinja template ({exc.message})") from exc
         return self
 
 

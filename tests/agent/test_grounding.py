@@ -7,6 +7,7 @@ from alambic.agent.grounding import support, unsupported_figures, uses_results
 from alambic.agent.loop import Agent, AgentCalibration, AgentReply
 
 LOOKUP = "Could you tell me where order QL-1006 is now?"
+TRACKING = "RM771204558GB"  # QL-1006's, in the example's orders.sqlite
 PASSAGE = "UK standard delivery costs £3.95 and is free over £40. The shop opens 09:00 to 17:00; call 0131 555 0142."
 
 
@@ -83,12 +84,12 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
     calibration = AgentCalibration.model_validate_json((Path(release.agent) / "calibration.json").read_text("utf-8"))
     asked = {"min_similarity": -1.0, "min_logprob": -1e9, "min_support": 0.0, "handoff_tool": None}
 
-    def agent(with_tools: bool = False, **settings: object) -> Agent:
+    def agent(with_tools: bool = False, replies: bool = True, **settings: object) -> Agent:
         configured = project.config.agent.model_copy(update={**asked, **settings})
-        return Agent(opened.parts if with_tools else parts, configured)
+        return Agent((opened.parts if replies else unreplied) if with_tools else parts, configured)
 
-    async def reply(question: str, with_tools: bool = False, **settings: object) -> AgentReply:
-        return await agent(with_tools, **settings).answer(question)
+    async def reply(question: str, with_tools: bool = False, replies: bool = True, **settings: object) -> AgentReply:
+        return await agent(with_tools, replies, **settings).answer(question)
 
     async def replies() -> list[AgentReply]:
         arabic, english = "متى يفتح المتجر يوم السبت؟", "When does the shop open on Saturday?"
@@ -101,6 +102,7 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
             await reply(LOOKUP, with_tools=True, min_relevance=1.01, check_tool_use=False),
             await reply(english, min_relevance=-1.0, min_support=0.5),
             await reply(LOOKUP, with_tools=True, min_relevance=-1.0, min_support=1.01, check_tool_use=False),
+            await reply(LOOKUP, with_tools=True, replies=False, min_relevance=1.01, check_tool_use=True),
         ]
 
     with mock_teacher() as url:
@@ -109,7 +111,10 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
         opened = open_agent(project, Path(release.agent), model, embedder)
         # A business without tools: the tiny project's router may send any question to one.
         parts = dataclasses.replace(opened.parts, toolbox=Toolbox([], None), router=ToolRouter.train({}, [], embedder))
-        arabic, off, taken, unchecked, ignored, trusted, elsewhere, looked_up = asyncio.run(replies())
+        toolbox = opened.parts.toolbox
+        silent = [tool.model_copy(update={"reply": None, "replies": {}}) for tool in toolbox.tools.values()]
+        unreplied = dataclasses.replace(opened.parts, toolbox=Toolbox(silent, toolbox.database))
+        arabic, off, taken, unchecked, told, trusted, elsewhere, looked_up, ignored = asyncio.run(replies())
         opened_earlier = ToolResult("create_ticket", {"summary": "Stale beans"}, True, {"changed": 1, "id": 41})
         handed = agent(handoff_tool="create_ticket")._handoff(
             AgentReply("", "erin", tool_calls=[opened_earlier]), "Stale beans", "a test"
@@ -117,6 +122,9 @@ def test_an_answer_in_another_language_off_the_question_or_ignoring_the_tool_is_
     project.close()
     assert ignored.handoff == "the answer tells nothing the tool returned"
     assert ignored.tool_calls[0].tool == "order_status" and ignored.tool_calls[0].ok
+    # With the tool's reply template, the lookup's result is told in the template's words instead of a hand-off.
+    assert told.handoff is None and told.replaced == "the answer tells nothing the tool returned"
+    assert told.text.startswith(f"Order QL-1006 is shipped: it is with Royal Mail, tracking number {TRACKING}.")
     assert trusted.handoff is None  # a tool informed it: neither the tool check (off) nor relevance applies
     assert handed.ticket == "41" and handed.tool_calls == [opened_earlier]  # the turn's own ticket, not a second
     assert arabic.handoff == "the answer is not in the customer's language"

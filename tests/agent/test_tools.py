@@ -72,6 +72,39 @@ def test_unknown_tool_and_dry_run(toolbox: Toolbox) -> None:
     assert tickets(toolbox) == [("broken grinder", "s1")]
 
 
+def test_a_reply_template_tells_what_the_tool_returned_in_the_customers_language(toolbox: Toolbox) -> None:
+    shipped = toolbox.call("order_status", {"order_id": "QL-1006"})
+    english = toolbox.reply(shipped, "en")
+    assert english == (
+        "Order QL-1006 is shipped: it is with Royal Mail, tracking number RM771204558GB. Last updated 2026-11-27."
+    )
+    assert toolbox.reply(shipped, None) == toolbox.reply(shipped, "fr") == english  # no French one: the default
+    arabic = toolbox.reply(shipped, "ar")
+    assert arabic is not None and arabic.startswith("الطلب QL-1006: تم شحنه") and "RM771204558GB" in arabic
+    processing = toolbox.reply(toolbox.call("order_status", {"order_id": "QL-1003"}), "en")
+    assert processing == "Order QL-1003 is processing. Last updated 2026-11-28."  # no carrier yet, none said
+    ticket = toolbox.call("create_ticket", {"summary": "broken grinder"})
+    reference = ticket.result["id"]
+    assert toolbox.reply(ticket, "ar") == f"سجّلت ذلك لفريقنا، وسيتواصل معك قريباً. رقم طلبك المرجعي هو {reference}."
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Order {{ row.order_id }} left on {{ row.shipped_on }}.",  # a field the result lacks
+        "{{ row.__class__.__mro__ }}",  # the sandbox: a template reads the result's values, nothing else
+        "{% if false %}x{% endif %}",  # says nothing
+    ],
+)
+def test_a_reply_the_result_cannot_fill_is_not_given(tmp_path: Path, reply: str) -> None:
+    database = tmp_path / "orders.sqlite"
+    shutil.copyfile(EXAMPLE / "data" / "orders.sqlite", database)
+    tool = load_config(EXAMPLE / "alambic.toml").agent.tools[0].model_copy(update={"reply": reply, "replies": {}})
+    toolbox = Toolbox([tool], database)
+    assert toolbox.reply(toolbox.call("order_status", {"order_id": "QL-1006"}), "en") is None
+    assert toolbox.reply(toolbox.call("order_status", {"order_id": "QL-1"}), "en") is None  # failed: invalid id
+
+
 def test_a_slow_query_times_out(tmp_path: Path) -> None:
     database = tmp_path / "db.sqlite"
     sqlite3.connect(database).close()

@@ -12,7 +12,8 @@
    question no tool answered, when it is further in meaning from the question than the calibrated
    floor (agent.min_relevance) or when less of what it adds to the question is in the passages than the
    calibrated floor (agent.min_support): a weak student's greeting, request to repeat the question or answer
-   from elsewhere is no answer;
+   from elsewhere is no answer; where a tool returned and has a reply template, that template says what it
+   returned instead;
 5. both turns are stored in the session's memory.
 
 Documents never reach the tool step: an instruction planted in a document cannot make the agent call a tool.
@@ -72,6 +73,7 @@ class AgentReply:
     handoff: str | None = None  # why the turn went to a person
     ticket: str | None = None
     cascaded: bool = False
+    replaced: str | None = None  # why the model's answer gave way to the tool's reply template
     logprob: float | None = None
     similarity: float | None = None
     remembered: int = 0  # earlier messages of the session the model was given
@@ -86,6 +88,7 @@ class AgentReply:
             "handoff": self.handoff,
             "ticket": self.ticket,
             "cascaded": self.cascaded,
+            "replaced": self.replaced,
             "logprob": None if self.logprob is None else round(self.logprob, 4),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "remembered": self.remembered,
@@ -256,6 +259,10 @@ class Agent:
             return completion.text
 
     async def _unsure(self, reply: AgentReply, question: str, messages: list[Any], reason: str) -> AgentReply:
+        said = [text for call in reply.tool_calls if (text := self.parts.toolbox.reply(call, language_of(question)))]
+        if said:  # what a tool returned, in the business's words: exact, and free
+            reply.text, reply.replaced = " ".join(said), reason
+            return reply
         teacher = self.parts.teacher
         if not self.settings.cascade or teacher is None:
             return self._handoff(reply, question, reason)

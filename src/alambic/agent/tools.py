@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jinja2
 import jsonschema
+from jinja2.sandbox import SandboxedEnvironment
 
 from alambic.config import ToolSection
 from alambic.errors import AlambicError
@@ -24,6 +26,8 @@ FREE_TEXT_CHARS = 300  # longest free-text argument the model may write
 # Arguments the agent fills itself, never the model: the conversation's id, and a summary for a person to read,
 # which is the customer's own message (a small model's paraphrase of it would be worse).
 AGENT_FILLED = ("session", "summary")
+# A field the result lacks fails the reply, and the turn is handed off: better than a sentence with a hole.
+REPLY_TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 @dataclass
@@ -101,6 +105,21 @@ class Toolbox:
         schema["required"] = list(properties) if properties else []
         schema["additionalProperties"] = False
         return schema
+
+    def reply(self, call: ToolResult, language: str | None) -> str | None:
+        """What the tool's reply template says of a successful call, in the customer's language where the tool has
+        one; None without a template, or when this result cannot fill it."""
+        tool = self.tools.get(call.tool)
+        template = tool.replies.get(language or "", tool.reply) if tool and call.ok else None
+        if template is None:
+            return None
+        rows = call.result if isinstance(call.result, list) else [call.result]
+        values = {"result": call.result, "rows": rows, "row": rows[0] if rows else None, "arguments": call.arguments}
+        try:
+            text = REPLY_TEMPLATES.from_string(template).render(values)
+        except jinja2.TemplateError:
+            return None
+        return text.strip() or None
 
     def call(self, name: str, arguments: Any, commit: bool = True) -> ToolResult:
         """Runs the tool; with commit=False a SQL tool's changes are rolled back and an HTTP tool is not called
