@@ -130,21 +130,20 @@ def fact_figures(agent: ModelScore | None, bare: ModelScore, with_chunk: ModelSc
     return figures
 
 
-SAMPLING = Sampling(temperature=0.0, max_tokens=96)
-
-
 class Answered(NamedTuple):
     fact_recall: float
     tokens_per_second: float
     seconds_per_answer: float  # fairer than tokens/s between a model that answers briefly and one that rambles
 
 
-def answered(model_path: Path, rows: list[dict], messages_of: Callable[[dict], list]) -> Answered:
-    """Fact recall over `rows`, and speed with whatever `messages_of` costs (retrieval) included."""
+def answered(project: Project, model_path: Path, rows: list[dict], messages_of: Callable[[dict], list]) -> Answered:
+    """Fact recall over `rows`, greedy within the budget the agent is served with, and speed with whatever
+    `messages_of` costs (retrieval) included."""
     model = LlamaCppChat(model_path, 4096)
+    sampling = Sampling(temperature=0.0, max_tokens=project.config.agent.max_tokens)
     began, stated, tokens = time.monotonic(), [], 0
     for row in rows:
-        completion = model.chat(messages_of(row), SAMPLING)
+        completion = model.chat(messages_of(row), sampling)
         stated.append(contains(completion.text, row["fact"]))
         tokens += completion.completion_tokens
     seconds = time.monotonic() - began
@@ -155,9 +154,11 @@ def answered(model_path: Path, rows: list[dict], messages_of: Callable[[dict], l
 def agent_fact_recall(project: Project, retriever: Retriever, rows: list[dict], gguf: Path) -> Answered:
     """The model at `gguf` as the agent: each question with the passages retrieval finds, retrieval timed too."""
     prompts, system = Prompts(project.root), project.config.project.resolved_system_prompt()
-    return answered(
-        gguf, rows, lambda row: agent_messages(prompts, system, row["question"], retriever.search(row["question"]))
-    )
+
+    def messages_of(row: dict) -> list:
+        return agent_messages(prompts, system, row["question"], retriever.search(row["question"]))
+
+    return answered(project, gguf, rows, messages_of)
 
 
 def teacher_fact_recall(project: Project, retriever: Retriever, rows: list[dict]) -> Answered:
@@ -168,6 +169,7 @@ def teacher_fact_recall(project: Project, retriever: Retriever, rows: list[dict]
         return next((p.text for p in retriever.search(row["question"], 20) if contains(p.text, row["fact"])), "")
 
     return answered(
+        project,
         embedded_gguf(),
         rows,
         lambda row: prompts.messages("answer", business=business, question=row["question"], chunk=gold(row)),

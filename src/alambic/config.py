@@ -253,7 +253,9 @@ class DistillSection(Section):
 
 class EvaluateSection(Section):
     max_questions: int = Field(32, ge=1)
-    max_new_tokens: int = Field(96, ge=8)
+    max_new_tokens: int | None = Field(
+        None, ge=8, description="Longest answer of every model; none: agent.max_tokens, the agent's served budget."
+    )
 
 
 class GuardSection(Section):

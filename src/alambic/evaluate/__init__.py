@@ -112,7 +112,7 @@ def run(project: Project, console: Console) -> StageReport:
         agent_prompts = _agent_prompts(project, asked, retriever)
     finally:
         retriever.close()
-    sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens)
+    sampling = Sampling(temperature=0.0, max_tokens=config.evaluate.max_new_tokens or config.agent.max_tokens)
     answers: dict[str, list[Item]] = {}
     sizes: dict[str, str] = {}
     losses: dict[str, float] = {}
