@@ -9,6 +9,8 @@ import unicodedata
 from collections import Counter
 
 WORD = re.compile(r"\w+", re.UNICODE)
+SENTENCE_BREAK = re.compile(r"(?<=[.!?؟])\s+|(?<=[。！？])\s*")
+SENTENCE_ENDS = ".!?؟。！？"
 ARABIC_VARIANTS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه", "ـ": None})
 
 
@@ -34,6 +36,16 @@ def contains(text: str, phrase: str) -> bool:
     variants and punctuation do not matter."""
     wanted = normalise(phrase)
     return bool(wanted) and f" {wanted} " in f" {normalise(text)} "
+
+
+def whole_sentences(text: str) -> str:
+    """The text up to the end of its last full sentence (or line): what an answer its token budget cut short can
+    say whole. The text itself when it ends a sentence, or holds no full one."""
+    text = text.rstrip()
+    if not text or text.endswith(tuple(SENTENCE_ENDS)):
+        return text
+    ends = [m.start() for m in SENTENCE_BREAK.finditer(text)] + [m.start() for m in re.finditer("\n", text)]
+    return text[: max(ends)].rstrip() if ends else text
 
 
 def script(text: str) -> str | None:

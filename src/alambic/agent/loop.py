@@ -5,15 +5,15 @@
    from the tool's schema, where a value with a pattern can only be one the customer wrote; the call runs;
 3. retrieval finds the passages; if none is close enough in meaning (a calibrated similarity), and no tool
    answered, the turn is handed off, or cascaded to the teacher;
-4. the model answers from the passages, the tool results and the conversation so far; an answer is handed off,
-   or cascaded, instead when its mean token log-prob is below the calibrated threshold, when it states a figure
-   nothing it read gives (agent.check_figures), when it tells nothing of what the tool returned
-   (agent.check_tool_use), when it is not in the customer's language (agent.check_language), or, for a first
-   question no tool answered, when it is further in meaning from the question than the calibrated
-   floor (agent.min_relevance) or when less of what it adds to the question is in the passages than the
-   calibrated floor (agent.min_support): a weak student's greeting, request to repeat the question or answer
-   from elsewhere is no answer; where a tool returned and has a reply template, that template says what it
-   returned instead;
+4. the model answers from the passages, the tool results and the conversation so far (an answer cut short by
+   agent.max_tokens ends at its last full sentence); an answer is handed off, or cascaded, instead when its mean
+   token log-prob is below the calibrated threshold, when it states a figure nothing it read gives
+   (agent.check_figures), when it tells nothing of what the tool returned (agent.check_tool_use), when it is not
+   in the customer's language (agent.check_language), or, for a first question no tool answered, when it is
+   further in meaning from the question than the calibrated floor (agent.min_relevance) or when less of what it
+   adds to the question is in the passages than the calibrated floor (agent.min_support): a weak student's
+   greeting, request to repeat the question or answer from elsewhere is no answer; where a tool returned and
+   has a reply template, that template says what it returned instead;
 5. both turns are stored in the session's memory.
 
 Documents never reach the tool step: an instruction planted in a document cannot make the agent call a tool.
@@ -41,6 +41,7 @@ from alambic.language import language_of, same_language
 from alambic.models import ChatModel, Completion, Sampling
 from alambic.prompts import Prompts
 from alambic.store import Item, Ledger
+from alambic.text import whole_sentences
 
 CALIBRATION_FORMAT = 3
 TICKET_REFERENCE = {"en": " Your reference is {ticket}.", "ar": " رقم طلبك المرجعي هو {ticket}."}
@@ -187,6 +188,8 @@ class Agent:
             messages, Sampling(max_tokens=self.settings.max_tokens, confidence=True)
         )
         reply.text, reply.logprob = completion.text.strip(), mean_logprob(completion)
+        if completion.finish_reason == "length":  # cut by max_tokens: no half sentence reaches the customer
+            reply.text = whole_sentences(reply.text)
         reply.prompt_tokens, reply.completion_tokens = completion.prompt_tokens, completion.completion_tokens
         threshold = self.min_logprob
         if not reply.text or (threshold is not None and reply.logprob is not None and reply.logprob < threshold):

@@ -7,8 +7,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from alambic.text import SENTENCE_BREAK
+
 HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
-SENTENCE_BREAK = re.compile(r"(?<=[.!?؟])\s+|(?<=[。！？])\s*")
 LINE_BREAK = re.compile(r"\n")
 WORD_BREAK = re.compile(r"\s+")
 TABLE_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
