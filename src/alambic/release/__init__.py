@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def run(project: Project, console: Console, override: str | None = None) -> Stag
         project.config.agent.fingerprint(),
         Prompts(project.root).version(*AGENT_PROMPT_NAMES),
         AGENT_BUILD,
+        _agent_quant(project, settings.gguf),  # the GGUF the agent's hand-off is calibrated on
     )
     run_id = f"release-{stable_hash(config_hash, student.sha256, gate.safety_run)[:12]}"
     run = ledger.start_run(run_id, STAGE, config_hash, student.sha256 or "")
@@ -246,7 +248,7 @@ def _lineage(ledger: Ledger, distill_run_id: str, student: Artifact) -> dict[str
     }
 
 
-def _agent_quant(project: Project, gguf: dict[str, str]) -> str:
+def _agent_quant(project: Project, gguf: Collection[str]) -> str:
     """The GGUF the agent is calibrated on: the one served by default, if released."""
     return project.config.serve.quant if project.config.serve.quant in gguf else next(iter(gguf))
 
