@@ -174,3 +174,37 @@ def test_what_an_answer_adds_to_the_question_is_weighed_against_the_passages(tmp
     assert taken > 0.8 and taken_ar > 0.8
     assert greeting < 0.3 and elsewhere < 0.3 and elsewhere_ar < 0.3
     assert echoed == 1.0  # it adds nothing the passages could fail to say
+
+
+def test_an_answer_cut_short_by_max_tokens_reaches_the_customer_in_whole_sentences(agent_project: Path) -> None:
+    """The embedded model as the agent's, with a budget too small for its answer: the reply stops at a sentence's
+    end, though the model stopped mid-sentence."""
+    import asyncio
+
+    from alambic.agent.build import open_agent
+    from alambic.agent.prompting import RETRIEVED, agent_messages
+    from alambic.models.base import Sampling
+    from alambic.models.embedded import embedded_gguf, minilm_dir
+    from alambic.models.embeddings import Embedder
+    from alambic.models.llamacpp import LlamaCppChat
+    from alambic.project import Project
+    from alambic.results import ReleaseResult
+
+    question, budget = "How much does UK delivery cost, and when is it free?", 40
+    project = Project.open(agent_project)
+    release = project.ledger.latest_done("release").result(ReleaseResult)
+    model = LlamaCppChat(embedded_gguf(), 2048)
+    opened = open_agent(project, Path(release.agent), model, Embedder(minilm_dir()))
+    unchecked = {"min_similarity": -1.0, "min_logprob": -1e9, "min_relevance": -1.0, "min_support": 0.0}
+    settings = project.config.agent.model_copy(update={**unchecked, "max_tokens": budget, "check_figures": False})
+    agent = Agent(opened.parts, settings)
+    passages = opened.parts.retriever.retrieve(question, RETRIEVED).passages
+    messages = agent_messages(opened.parts.prompts, opened.parts.system_prompt, question, passages, [], [])
+    raw = model.chat(messages, Sampling(max_tokens=budget, confidence=True))
+    reply = asyncio.run(agent.answer(question))
+    model.close()
+    project.close()
+    assert raw.finish_reason == "length" and not raw.text.rstrip().endswith((".", "!", "?"))
+    assert reply.handoff is None and reply.completion_tokens == budget
+    assert reply.text.endswith(".") and "£3.95" in reply.text  # the whole sentence that gives the price is kept
+    assert raw.text.strip().startswith(reply.text) and len(reply.text) < len(raw.text.strip())
